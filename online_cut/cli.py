@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from online_cut import cli_flow, cli_judge, cli_sample, cli_train
+from online_cut.cli_adapters import adapters_app
 from online_cut.cli_store import store_app
 from online_cut.console import fail
 
@@ -22,10 +23,12 @@ config_app = typer.Typer(help="Validate and show run configurations.", no_args_i
 app.add_typer(model_app, name="model")
 app.add_typer(config_app, name="config")
 app.add_typer(store_app)  # import, export, sql
+app.add_typer(adapters_app, name="adapters")
 app.command("judge")(cli_judge.judge)
 app.command("train")(cli_train.train)
 app.command("run")(cli_flow.run)
 app.command("serve")(cli_flow.serve)
+app.command("experiment")(cli_flow.experiment)
 app.command("sample")(cli_sample.sample)
 
 @model_app.command("prepare")

@@ -35,7 +35,7 @@ class TableFormat(str, Enum):
     json = "json"
 
 
-def _storage_defaults():
+def storage_defaults():
     from storage.config import StorageConfig
 
     return StorageConfig()
@@ -55,7 +55,7 @@ def import_command(
     from storage.importer import import_file
     from storage.store import Store
 
-    defaults = _storage_defaults()
+    defaults = storage_defaults()
     try:
         store = Store(db or defaults.db, lock_timeout_s=defaults.lock_timeout_s if wait is None else wait)
         summary = import_file(store, file, run, round)
@@ -81,7 +81,7 @@ def export_command(
     from storage.exporter import export_cut, export_parquet
     from storage.store import Store
 
-    defaults = _storage_defaults()
+    defaults = storage_defaults()
     db = db or defaults.db
     if not db.is_file():
         raise fail(f"no store at {db}: run `online-cut import FILE` or the pipeline first, or pass --db")
@@ -112,17 +112,17 @@ def sql_command(
     from online_cut.console import err
     from storage.sql import QueryFailed, QueryRefused, StoreUnavailable, run_query
 
-    defaults = _storage_defaults()
+    defaults = storage_defaults()
     try:
         result = run_query(query, db or defaults.db, exports or defaults.exports_dir, wait_s=defaults.reader_wait_s)
     except (QueryRefused, QueryFailed, StoreUnavailable) as exc:
         raise fail(str(exc)) from None
     if result.note:
         err.print(f"[yellow]note:[/] {result.note}", highlight=False, soft_wrap=True)
-    _print_rows(result.columns, result.rows, format)
+    print_rows(result.columns, result.rows, format)
 
 
-def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], format: TableFormat) -> None:
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], format: TableFormat) -> None:
     if format is TableFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)

@@ -67,6 +67,12 @@ class EvaluationConfig(StrictModel):
     margin: float = Field(0.02, ge=0, le=1, description="allowed drop in held-out score for gate no_worse")
 
 
+class ReplayConfig(StrictModel):
+    share: float = Field(
+        0.0, ge=0, description="earlier rounds' triples added to a round's training set, as a share of its own count"
+    )
+
+
 class Config(StrictModel):
     rounds: int = Field(2, ge=1, description="online rounds of sample → judge → train → evaluate → promote")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -76,6 +82,7 @@ class Config(StrictModel):
     cut: CutConfig = Field(default_factory=CutConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ sample, a judgment or an adapter. The Prefect tasks in `tasks/` are thin wrapper
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from judges.config import JudgeConfig
 from judges.factory import build_judge
 from judges.cache import stored_judgment
 from judges.judgment import JudgeItem
+from online_cut import lineage
 from online_cut.config import Config
 from samplers.base import Sampler
 from samplers.prompts import round_prompts, suite_prompts
@@ -58,8 +60,7 @@ class RunContext:
 
     def live_adapter(self) -> records.Adapter | None:
         """The adapter the next round samples from (None: the base model)."""
-        live = [a for a in self.store.adapters(self.run) if a.status == "live"]
-        return max(live, key=lambda a: a.round) if live else None
+        return lineage.live_adapter(self.store, self.run)
 
 
 def _stored_prompt(prompt: Prompt, source: str) -> records.Prompt:
@@ -161,6 +162,18 @@ def adapter_dir(ctx: RunContext, round: int) -> Path:
     return ctx.config.storage.adapters_dir / ctx.run / f"round-{round}"
 
 
+def training_triples(ctx: RunContext, round: int, judge_id: str) -> list[records.Triple]:
+    """The round's triples by this judge, plus `replay.share` as many drawn from the run's earlier rounds.
+
+    The draw is seeded by run and round, so a resumed round trains on the same set.
+    """
+    judged = [t for t in ctx.store.triples(ctx.run) if t.judge == judge_id and t.round <= round]
+    own = [t for t in judged if t.round == round]
+    earlier = [t for t in judged if t.round < round]
+    replayed = min(len(earlier), int(ctx.config.replay.share * len(own) + 0.5))
+    return own + random.Random(f"{ctx.run}/{round}").sample(earlier, replayed)
+
+
 def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     """Train a candidate adapter on the round's triples, continuing the round's input adapter.
 
@@ -175,7 +188,7 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     if state.train_s is not None:
         return candidate
     started = time.perf_counter()
-    stored = [t for t in ctx.store.triples(ctx.run, round) if t.judge == judge_id]
+    stored = training_triples(ctx, round, judge_id)
     if not stored:
         ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
         return None

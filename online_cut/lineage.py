@@ -1,0 +1,83 @@
+"""The adapters of a run as a lineage, and the live pointer moved by hand.
+
+Exactly one adapter of a run is `live` (or none: the base model); the next round samples
+from it and trains from it. The gate moves the pointer forward each round; `promote` and
+`rollback` move it by hand, and refuse an adapter folder that fails to load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from samplers.adapters import AdapterError, inspect_adapter
+from storage import records
+from storage.store import Store
+
+
+class LineageError(ValueError):
+    """A pointer move that cannot be made; the message names the adapter or run at fault."""
+
+
+def live_adapter(store: Store, run: str) -> records.Adapter | None:
+    """The adapter the run's next round samples from (None: the base model)."""
+    live = [a for a in store.adapters(run) if a.status == "live"]
+    return max(live, key=lambda a: a.round) if live else None
+
+
+def lineage(store: Store, run: str | None = None) -> list[dict]:
+    """Every adapter (of one run) with its parent, round, status and held-out scores as candidate."""
+    return store.query(
+        """
+        SELECT a.run, a.round, a.adapter_id, coalesce(a.parent_id, '(base)') AS parent, a.status,
+               (SELECT round(avg(e.score), 3) FROM evaluations e
+                 WHERE e.adapter_id = a.adapter_id AND e.role = 'candidate') AS score,
+               a.status_reason AS reason, a.path
+        FROM adapters a WHERE ? IS NULL OR a.run = ? ORDER BY a.run, a.round
+        """,
+        [run, run],
+    )
+
+
+def _find(store: Store, adapter_id: str) -> records.Adapter:
+    found = [a for a in store.adapters() if a.adapter_id == adapter_id]
+    if not found:
+        raise LineageError(f"no adapter {adapter_id!r} in {store.path} (see `online-cut adapters list`)")
+    return found[0]
+
+
+def _check_loads(adapter: records.Adapter) -> None:
+    try:
+        inspect_adapter(Path(adapter.path))
+    except AdapterError as exc:
+        raise LineageError(f"adapter {adapter.adapter_id!r} cannot be made live: {exc}") from None
+
+
+def promote(store: Store, adapter_id: str, reason: str = "promoted by hand") -> records.Adapter | None:
+    """Make `adapter_id` its run's live adapter; returns the adapter it replaced."""
+    adapter = _find(store, adapter_id)
+    _check_loads(adapter)
+    current = live_adapter(store, adapter.run)
+    if current is not None and current.adapter_id == adapter_id:
+        raise LineageError(f"adapter {adapter_id!r} is already live in run {adapter.run!r}")
+    with store.transaction() as tx:
+        if current is not None:
+            tx.set_adapter_status(current.adapter_id, "retired", f"replaced by {adapter_id} ({reason})")
+        tx.set_adapter_status(adapter_id, "live", reason)
+    return current
+
+
+def rollback(store: Store, run: str) -> records.Adapter | None:
+    """Retire the run's live adapter and make its parent live again; returns the new live adapter (None: base)."""
+    current = live_adapter(store, run)
+    if current is None:
+        known = {a.run for a in store.adapters()}
+        where = "has no live adapter: it already samples from the base model" if run in known else "has no adapters"
+        raise LineageError(f"run {run!r} {where}")
+    parent = _find(store, current.parent_id) if current.parent_id else None
+    if parent is not None:
+        _check_loads(parent)
+    with store.transaction() as tx:
+        tx.set_adapter_status(current.adapter_id, "retired", "rolled back by hand")
+        if parent is not None:
+            tx.set_adapter_status(parent.adapter_id, "live", f"restored by rolling back {current.adapter_id}")
+    return parent

@@ -1,0 +1,109 @@
+"""The live pointer: the gate rejects a worse candidate, and promote/rollback move it by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from online_cut import lineage, steps
+from online_cut.cli import app
+from online_cut.config import parse_config
+from samplers.factory import open_sampler
+from samplers.random_adapter import write_random_adapter
+from storage import records
+from storage.store import Store
+
+RUN = "lineage"
+
+
+@pytest.fixture
+def ctx(tiny_model: Path, tmp_path: Path) -> steps.RunContext:
+    """A run whose round 1 trained A (promoted) and round 2 trained B from A (promoted): B is live."""
+    config = parse_config(
+        {
+            "model": {"path": str(tiny_model)},
+            "prompts": {"suite": "addition", "per_round": 2},
+            "sampler": {"backend": "transformers", "n": 1, "max_tokens": 4},
+            "storage": {"db": str(tmp_path / "store.duckdb"), "adapters_dir": str(tmp_path / "adapters")},
+            "evaluation": {"gate": "no_worse", "margin": 0.02},
+        },
+        "test",
+    )
+    context = steps.RunContext(config, RUN, Store.from_config(config.storage))
+    context.store.add_run(RUN)
+    parent = None
+    for round, name in ((1, "A"), (2, "B")):
+        steps.start_round(context, round)
+        adapter = _candidate(context, round, name, parent)
+        steps.promote(context, round, adapter, {"incumbent": {"addition": 0.1}, "candidate": {"addition": 0.2}}, 1.0)
+        parent = adapter
+    return context
+
+
+def _candidate(ctx: steps.RunContext, round: int, name: str, parent: records.Adapter | None) -> records.Adapter:
+    path = write_random_adapter(ctx.base_model, ctx.config.storage.adapters_dir / name, seed=round, rank=4)
+    adapter = records.Adapter(adapter_id=name, run=RUN, round=round, path=str(path),
+                              parent_id=parent.adapter_id if parent else None)
+    ctx.store.add_adapter(adapter)
+    return adapter
+
+
+def _statuses(store: Store) -> dict[str, str]:
+    return {a.adapter_id: a.status for a in store.adapters(RUN)}
+
+
+def test_a_candidate_worse_than_the_margin_is_rejected_and_the_next_round_keeps_the_incumbent(ctx) -> None:
+    steps.start_round(ctx, 3)
+    candidate = _candidate(ctx, 3, "C", ctx.adapter("B"))
+    promoted = steps.promote(ctx, 3, candidate, {"incumbent": {"addition": 0.50}, "candidate": {"addition": 0.47}}, 1.0)
+
+    assert promoted is False
+    assert _statuses(ctx.store) == {"A": "retired", "B": "live", "C": "rejected"}
+    state = ctx.state(3)
+    assert (state.gate_decision, state.adapter_out) == ("rejected", "B")
+    assert "0.470" in state.gate_reason and "0.500" in state.gate_reason
+    assert steps.start_round(ctx, 4).adapter_in == "B"
+
+
+def test_rollback_restores_the_parent_and_the_next_round_samples_with_it(ctx) -> None:
+    restored = lineage.rollback(ctx.store, RUN)
+
+    assert restored.adapter_id == "A"
+    assert _statuses(ctx.store) == {"A": "live", "B": "retired"}
+    assert steps.start_round(ctx, 3).adapter_in == "A"
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        assert steps.sample(ctx, sampler, 3) == 2
+    assert {r.adapter_id for r in ctx.store.responses(RUN, 3)} == {"A"}
+
+
+def test_rolling_back_the_first_adapter_returns_to_the_base_model(ctx) -> None:
+    lineage.rollback(ctx.store, RUN)
+    assert lineage.rollback(ctx.store, RUN) is None
+    assert steps.start_round(ctx, 3).adapter_in is None
+    with pytest.raises(lineage.LineageError, match="already samples from the base model"):
+        lineage.rollback(ctx.store, RUN)
+
+
+def test_promote_refuses_an_adapter_folder_that_fails_to_load_and_changes_nothing(ctx) -> None:
+    (Path(ctx.adapter("A").path) / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(lineage.LineageError, match="'A' cannot be made live: .*adapter_model.safetensors"):
+        lineage.promote(ctx.store, "A")
+    assert _statuses(ctx.store) == {"A": "retired", "B": "live"}
+
+
+def test_adapters_cli_lists_lineage_and_moves_the_pointer(ctx) -> None:
+    runner = CliRunner()
+    db = str(ctx.config.storage.db)
+    listed = runner.invoke(app, ["adapters", "list", "--db", db, "--format", "csv"])
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split(",")[:5] for line in listed.output.splitlines()[1:]]
+    assert rows == [[RUN, "1", "A", "(base)", "retired"], [RUN, "2", "B", "A", "live"]]
+
+    assert runner.invoke(app, ["adapters", "promote", "A", "--db", db]).exit_code == 0
+    assert _statuses(ctx.store) == {"A": "live", "B": "retired"}
+
+    unknown = runner.invoke(app, ["adapters", "promote", "Z", "--db", db])
+    assert unknown.exit_code == 1 and "no adapter 'Z'" in unknown.output
+    assert _statuses(ctx.store) == {"A": "live", "B": "retired"}
