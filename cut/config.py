@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -42,8 +42,12 @@ class TemplatesConfig(StrictModel):
         return self
 
 
+Objective = Literal["cut", "sft", "hindsight"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+
+
 class CutConfig(StrictModel):
-    objective: Literal["cut", "sft", "hindsight"] = Field(
+    objective: Objective = Field(
         "cut",
         description="cut: the paper's objective; sft: MLE on positives only; hindsight: MLE on [x, j] -> y",
     )

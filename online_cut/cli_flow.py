@@ -60,3 +60,27 @@ def serve(
     from flows.online_cut import online_cut
 
     online_cut.serve(name=name, parameters={"config": str(config)})
+
+
+def experiment(
+    config: Path = typer.Option(Path("configs/experiment-arith.yaml"), "--config", help=CONFIG_HELP),
+    name: str = typer.Option("arith", help="the experiment's name; its runs are NAME-shared and NAME-<objective>"),
+    objectives: list[str] = typer.Option(
+        None, "--objective", help="an objective to compare: cut, sft or hindsight (repeat; default: all three)"
+    ),
+    results: Path = typer.Option(Path("docs/results.md"), help="markdown file for the table; the plot goes beside it (.png)"),
+) -> None:
+    """Compare objectives online from the same round-1 samples and write a results table and plot.
+
+    Rerun with the same --name to continue an interrupted experiment.
+    """
+    from cut.config import OBJECTIVES
+
+    _checked(config)
+    unknown = sorted(set(objectives or ()) - set(OBJECTIVES))
+    if unknown:
+        raise fail(f"--objective: unknown {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
+    _prefect_logging()
+    from flows.experiment import experiment as experiment_flow
+
+    typer.echo(experiment_flow(config=str(config), name=name, objectives=objectives, results=str(results)))

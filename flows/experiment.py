@@ -1,0 +1,67 @@
+"""The `online-cut-experiment` flow: objectives compared from the same round-1 samples.
+
+One warm sampler serves every run; each objective's rounds are the ordinary `round-N`
+subflows, so the experiment is watched in the Prefect UI like any run, and a rerun with the
+same name continues where it stopped (see `online_cut.experiment`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from cut.config import OBJECTIVES
+from flows.online_cut import alignment_round
+from judges.cache import StoreJudgmentCache
+from judges.factory import build_judge
+from online_cut import experiment as exp
+from online_cut.config import dump_config, load_config
+from online_cut.steps import RunContext, start_round
+from samplers.factory import open_sampler
+from storage.store import Store
+from tasks import steps
+
+@flow(name="online-cut-experiment", log_prints=True)
+def experiment(
+    config: str = "configs/experiment-arith.yaml",
+    name: str = "arith",
+    objectives: list[str] | None = None,
+    results: str = "docs/results.md",
+) -> str:
+    """Run `rounds` online rounds of each objective (default: all three) from shared round-1 samples; write `results`."""
+    objectives = objectives or list(OBJECTIVES)
+    logger = get_run_logger()
+    started = time.perf_counter()
+    settings = load_config(Path(config))
+    store = Store.from_config(settings.storage)
+    judge = build_judge(settings.judge, cache=StoreJudgmentCache(store))
+    shared = RunContext(settings, exp.shared_run(name), store)
+    store.add_run(shared.run, config=settings.model_dump(mode="json"))
+    outcomes = []
+    with open_sampler(settings.sampler, shared.base_model, dtype=settings.model.dtype,
+                      max_model_len=settings.model.max_model_len) as sampler:
+        start_round(shared, 1)
+        steps.sample(shared, sampler, 1)
+        steps.judge(shared, judge, 1)
+        for objective in objectives:
+            objective_started = time.perf_counter()
+            ctx = RunContext(exp.objective_config(settings, objective), exp.run_name(name, objective), store)
+            store.add_run(ctx.run, config=ctx.config.model_dump(mode="json"))
+            exp.share_first_round(store, shared.run, ctx.run)
+            for round in range(1, settings.rounds + 1):
+                alignment_round.with_options(flow_run_name=f"{objective}-round-{round}")(ctx, sampler, judge, round)
+            outcome = exp.objective_result(store, name, objective, settings.rounds, time.perf_counter() - objective_started)
+            logger.info("%s: held-out accuracy per round %s", objective, outcome.accuracy)
+            outcomes.append(outcome)
+    command = shlex.join(["online-cut", "experiment", "--config", config, "--name", name,
+                          *(f"--objective={o}" for o in objectives), "--results", results])
+    exp.write_results(
+        Path(results), outcomes, command=command, config_text=dump_config(settings),
+        wall_s=time.perf_counter() - started, seed=settings.cut.seed, suites=settings.evaluation.suites,
+        n=settings.evaluation.n,
+    )
+    logger.info("wrote %s", results)
+    return results

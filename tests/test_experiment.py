@@ -1,0 +1,65 @@
+"""`online-cut experiment`: objectives compared from the same round-1 samples, table and plot written.
+
+The tiny random model and the transformers sampler keep it short: what is tested is the
+bookkeeping (shared samples, one run per objective, the results file), not learning.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ONLINE_CUT = str(Path(sys.executable).parent / "online-cut")
+PER_ROUND, SAMPLES = 4, 2
+
+
+def test_experiment_shares_round_one_and_writes_the_table(tiny_model: Path, tmp_path: Path) -> None:
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump({
+        "rounds": 2,
+        "model": {"path": str(tiny_model)},
+        "prompts": {"suite": "addition", "per_round": PER_ROUND},
+        "sampler": {"backend": "transformers", "n": SAMPLES, "max_tokens": 6},
+        "judge": {"kind": "rule", "rule": "addition"},
+        "cut": {"positive_ratio": None, "micro_batch_size": 4, "max_length": 96},
+        "storage": {"db": str(tmp_path / "store.duckdb"), "adapters_dir": str(tmp_path / "adapters"),
+                    "exports_dir": str(tmp_path / "exports")},
+        "evaluation": {"n": 4, "margin": 1.0},
+    }))
+    results = tmp_path / "results.md"
+    results.write_text("# old\n\n## Notes\n\nWhat was tried, kept across reruns.\n")
+    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--objective", "cut",
+               "--objective", "hindsight", "--results", str(results)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
+        first_round = db.execute(
+            "SELECT run, list(text ORDER BY prompt_id, sample_index) FROM responses WHERE round = 1 GROUP BY run"
+        ).fetchall()
+        judged = db.execute("SELECT run, count(*) FROM triples WHERE round = 1 GROUP BY run ORDER BY run").fetchall()
+        rounds = db.execute("SELECT run, count(*) FROM rounds WHERE status = 'done' GROUP BY run ORDER BY run").fetchall()
+    texts = {run: tuple(responses) for run, responses in first_round}
+    assert set(texts) == {"t-shared", "t-cut", "t-hindsight"}
+    assert len(set(texts.values())) == 1  # the same samples in every run
+    assert judged == [(run, PER_ROUND * SAMPLES) for run in ("t-cut", "t-hindsight", "t-shared")]
+    assert rounds == [("t-cut", 2), ("t-hindsight", 2)]
+
+    text = results.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| cut |") or line.startswith("| hindsight |")]
+    assert len(table) == 2 and all(line.count("%") == 3 for line in table)  # rounds 0, 1, 2
+    assert "online-cut experiment --config" in text
+    assert text.endswith("## Notes\n\nWhat was tried, kept across reruns.\n")
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM responses").fetchone() == (3 * PER_ROUND * SAMPLES + 2 * PER_ROUND * SAMPLES,)
