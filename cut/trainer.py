@@ -2,6 +2,10 @@
 
 One readable loop: micro-batch → forward (logits only at response positions) → cut_loss →
 backward; every `grad_accum` micro-batches clip, step, schedule and report.
+
+Run by `accelerate launch` on several processes (DDP), each optimizer step takes
+`grad_accum` micro-batches per process, gradients are averaged across processes, and only
+the main process writes the adapter. Run directly, it is one process and the same loop.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
@@ -36,10 +41,7 @@ class TrainResult:
     scores_before: list[RowScore]  # per row, the token probabilities the flags came from
     rows: int  # triples trained on after class balance and the length policy
     dropped: int  # triples whose response did not fit in max_length
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    main_process: bool = True  # False in the other processes of a multi-process launch: they wrote nothing
 
 
 def load_lora_model(
@@ -90,7 +92,8 @@ def train(
     check_replaceable(out_dir)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    device = default_device()
+    accelerator = Accelerator()
+    device = accelerator.device
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     kept = balanced_indices(triples, config.positive_ratio, config.negative_ratio, config.seed)
@@ -105,19 +108,22 @@ def train(
     before = score_rows(model, rows, config, pad_id)
     flagged = flagged_tokens(before, rows, tokenizer)
 
-    steps_per_epoch = math.ceil(math.ceil(len(rows) / config.micro_batch_size) / config.grad_accum)
+    per_step = config.grad_accum * accelerator.num_processes  # micro-batches per optimizer step, all processes
+    steps_per_epoch = math.ceil(math.ceil(len(rows) / config.micro_batch_size) / per_step)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    model, optimizer = accelerator.prepare(model, optimizer)
     schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
     autocast = autocast_for(device, config.precision)
 
     model.train()
     metrics: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, desc=f"train ({config.objective})", disable=not progress, unit="step")
+    bar = tqdm(total=total_steps, desc=f"train ({config.objective})", unit="step",
+               disable=not (progress and accelerator.is_main_process))
     for epoch in range(config.epochs):
         batches = micro_batches(rows, config.micro_batch_size, config.length_window, rng)
-        for first in range(0, len(batches), config.grad_accum):
-            group = batches[first : first + config.grad_accum]
+        for step_index in range(steps_per_epoch):
+            group = own_micro_batches(batches, step_index, config.grad_accum, accelerator)
             started = time.perf_counter()
             sums = dict(loss=0.0, l1=0.0, l2=0.0, flagged=0, negative_tokens=0, tokens=0)
             for rows_of_batch in group:
@@ -125,14 +131,14 @@ def train(
                 with autocast:
                     logp_aligned, logp_misaligned = response_logprobs(model, batch, config.logit_chunk_tokens)
                 out = cut_loss(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam, config.alpha)
-                (out.loss / len(group)).backward()
+                accelerator.backward(out.loss / len(group))
                 sums["loss"] += out.loss.item() / len(group)
                 sums["l1"] += out.l1.item() / len(group)
                 sums["l2"] += out.l2.item() / len(group)
                 sums["flagged"] += int(out.flagged.sum())
                 sums["negative_tokens"] += int((batch.mask & batch.negative.unsqueeze(1)).sum())
                 sums["tokens"] += batch.n_tokens
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -151,5 +157,16 @@ def train(
             bar.set_postfix({k: f"{step[k]:.3g}" for k in ("loss", "l1", "l2", "flagged_frac")})
     bar.close()
 
-    save_adapter(model, out_dir)
-    return TrainResult(out_dir, metrics, flagged, before, len(rows), row_set.dropped)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_adapter(accelerator.unwrap_model(model), out_dir)
+    return TrainResult(out_dir, metrics, flagged, before, len(rows), row_set.dropped, accelerator.is_main_process)
+
+
+def own_micro_batches(batches: list, step_index: int, grad_accum: int, accelerator: Accelerator) -> list:
+    """This process's `grad_accum` micro-batches of an optimizer step. Every process gets as many,
+    wrapping around to the epoch's first batches at its end, since DDP needs each to take part."""
+    first = (step_index * accelerator.num_processes + accelerator.process_index) * grad_accum
+    if accelerator.num_processes == 1:
+        return batches[first : first + grad_accum]
+    return [batches[(first + offset) % len(batches)] for offset in range(grad_accum)]

@@ -60,6 +60,8 @@ def train(
         result = train_adapter(run_config.cut, run_config.model.name_or_path(), loaded, out, init_adapter)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if not result.main_process:  # under `accelerate launch`, the main process writes and reports
+        return
     (out / "metrics.jsonl").write_text("".join(json.dumps(step) + "\n" for step in result.steps))
     flagged = {str(i): [asdict(token) for token in tokens] for i, tokens in result.flagged.items()}
     (out / "flagged.json").write_text(json.dumps(flagged, indent=1))
