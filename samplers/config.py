@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -34,6 +34,11 @@ class SamplerConfig(StrictModel):
         "keep",
         description="what the engine does while the trainer runs: keep it warm; sleep (vLLM sleep mode level 1, "
         "GPU only, kept warm elsewhere); release it and start a new one at the next round",
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra vllm.LLM arguments, passed through and overriding the sampler's own, "
+        "e.g. tensor_parallel_size, data_parallel_size, enforce_eager (docs/scaling.md)",
     )
     concurrency: int = Field(16, ge=1, description="requests in flight at once for backend vllm-server")
     request_timeout: float = Field(300.0, gt=0, description="seconds per request for backend vllm-server")

@@ -74,14 +74,16 @@ class VllmInProcessSampler(Sampler):
                 else {"gpu_memory_utilization": self.config.gpu_memory_utilization}
             )
             VllmInProcessSampler.engine_starts += 1
-            self._llm = LLM(
-                model=self._engine_model(),
-                dtype=self._dtype,
-                max_model_len=self._max_model_len,
-                enable_sleep_mode=self._sleep_mode(),
+            options = {
+                "model": self._engine_model(),
+                "dtype": self._dtype,
+                "max_model_len": self._max_model_len,
+                "enable_sleep_mode": self._sleep_mode(),
                 **memory,
                 **self._engine_options(),
-            )
+                **self.config.engine_args,
+            }
+            self._llm = LLM(**options)
         elif self._asleep:
             self._llm.wake_up()
             self._asleep = False

@@ -16,8 +16,12 @@ from online_cut.steps import RunContext
 from samplers.base import Sampler
 from storage import records
 
+# Steps that hold the accelerator carry this tag; `prefect concurrency-limit create gpu 1`
+# then keeps two runs from using one card at once (docs/scaling.md).
+DEVICE_TAG = "gpu"
 
-@task(name="sample", cache_policy=NO_CACHE)
+
+@task(name="sample", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def sample(ctx: RunContext, sampler: Sampler, round: int) -> int:
     return steps.sample(ctx, sampler, round)
 
@@ -27,13 +31,13 @@ def judge(ctx: RunContext, judge: Judge, round: int) -> int:
     return steps.judge(ctx, judge, round)
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def train(ctx: RunContext, sampler: Sampler, round: int, judge_id: str) -> records.Adapter | None:
     sampler.pause()  # frees the device for the trainer where the config asks for it
     return steps.train(ctx, round, judge_id)
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def evaluate(
     ctx: RunContext, sampler: Sampler, round: int, candidate: records.Adapter | None
 ) -> dict[str, dict[str, float]]:
