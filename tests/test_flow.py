@@ -95,6 +95,36 @@ def test_deployment_runs_two_rounds_from_the_prefect_cli(prefect_env, tiny_model
     assert {"e2e-round-1", "e2e-round-2", "e2e-flagged-1", "e2e-progress", "e2e-metrics"} <= artifact_keys
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_deployment_runs_through_a_process_work_pool(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
+    """prefect.yaml's deployment on a `cpu` process pool, its flow run executed by a worker."""
+    config = write_config(tmp_path, tiny_model, rounds=1, sampler={"backend": "transformers"})
+    subprocess.run([PREFECT, "work-pool", "create", "cpu", "--type", "process"], env=prefect_env, check=True,
+                   capture_output=True)
+    deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], env=prefect_env, cwd=REPO,
+                              capture_output=True, text=True)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "cpu"], env=prefect_env, cwd=tmp_path,
+        stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        result = subprocess.run(
+            [PREFECT, "deployment", "run", "online-cut/online-cut", "-p", f"config={config}", "-p", "run=pool",
+             "--watch"],
+            env=prefect_env, capture_output=True, text=True, timeout=900,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + (tmp_path / "worker.log").read_text()[-5000:]
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+    db = tmp_path / "store.duckdb"
+    assert query(db, "SELECT count(*) FROM triples WHERE run = 'pool'") == [(PER_ROUND * SAMPLES,)]
+    assert query(db, "SELECT count(*) FROM adapters WHERE run = 'pool'") == [(1,)]
+
+
 def _artifact_keys(env: dict[str, str]) -> set[str]:
     script = (
         "import asyncio\n"
