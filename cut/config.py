@@ -80,5 +80,17 @@ class CutConfig(StrictModel):
         "auto", description="autocast dtype of the forward pass; auto: bfloat16 on a GPU that supports it, else float32"
     )
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    launcher: Literal["in-process", "accelerate"] = Field(
+        "in-process",
+        description="in-process: the flow's process trains; accelerate: `accelerate launch` runs "
+        "`online-cut train` on `processes` processes (one per GPU, DDP)",
+    )
+    processes: int = Field(1, ge=1, description="training processes for launcher accelerate")
     seed: int = Field(42, description="seed for sampling rows, LoRA init and dropout")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @model_validator(mode="after")
+    def _processes_need_accelerate(self) -> CutConfig:
+        if self.processes > 1 and self.launcher != "accelerate":
+            raise ValueError("processes > 1 needs launcher: accelerate")
+        return self

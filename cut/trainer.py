@@ -38,7 +38,7 @@ class TrainResult:
     adapter_dir: Path
     steps: list[dict[str, float]]  # per optimizer step: step, epoch, lr, loss, l1, l2, flagged_frac, tokens_per_s
     flagged: dict[int, list[FlaggedToken]]  # per Align-N triple (index into `triples`), before training
-    scores_before: list[RowScore]  # per row, the token probabilities the flags came from
+    scores_before: list[RowScore]  # per row, the token probabilities the flags came from (empty when launched)
     rows: int  # triples trained on after class balance and the length policy
     dropped: int  # triples whose response did not fit in max_length
     main_process: bool = True  # False in the other processes of a multi-process launch: they wrote nothing

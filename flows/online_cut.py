@@ -48,7 +48,7 @@ def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge, round: int)
     steps.sample(ctx, sampler, round)
     steps.judge(ctx, judge, round)
     candidate = steps.train(ctx, sampler, round, judge.judge_id)
-    scores = steps.evaluate(ctx, sampler, round, candidate)
+    scores = steps.evaluate(ctx, sampler, judge, round, candidate)
     # Steps finished by an earlier, interrupted attempt count toward the round's wall time.
     promoted = steps.promote(ctx, round, candidate, scores, time.perf_counter() - started + earlier_s)
     # What `online-cut sql` reads while a later round holds the store's write lock.

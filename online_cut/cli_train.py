@@ -32,7 +32,7 @@ def train(
 ) -> None:
     """Train a LoRA adapter with CUT (or the `sft` / `hindsight` baseline set by cut.objective).
 
-    OUT receives the adapter, metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged before training, with both probabilities). A bad file stops the command before training.
+    OUT receives the adapter, summary.json (rows trained, dropped as too long), metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged before training, with both probabilities). A bad file stops the command before training.
 
     Selecting triples from the store (--sql) arrives with the storage integration.
     """
@@ -65,6 +65,7 @@ def train(
     (out / "metrics.jsonl").write_text("".join(json.dumps(step) + "\n" for step in result.steps))
     flagged = {str(i): [asdict(token) for token in tokens] for i, tokens in result.flagged.items()}
     (out / "flagged.json").write_text(json.dumps(flagged, indent=1))
+    (out / "summary.json").write_text(json.dumps({"rows": result.rows, "dropped": result.dropped}))
 
     summary = Table(title=f"trained {run_config.cut.objective} adapter → {out}")
     for column in ("rows", "dropped (too long)", "steps", "loss", "l1", "l2", "flagged tokens"):

@@ -58,13 +58,29 @@ class ModelConfig(StrictModel):
 
 class EvaluationConfig(StrictModel):
     suites: list[Literal["addition", "format"]] = Field(
-        default_factory=lambda: ["addition"], min_length=1, description="held-out suites scored each round"
+        default_factory=lambda: ["addition"], description="held-out suites scored each round by their rule critics"
     )
-    n: int = Field(200, ge=1, description="held-out prompts per suite")
+    file: Path | None = Field(
+        None, description="held-out instructions (JSON/JSONL in the CUT paper's fields, Parquet) scored by the run's judge"
+    )
+    n: int = Field(200, ge=1, description="held-out prompts per suite (and at most this many of the file)")
     gate: Literal["no_worse", "improve"] = Field(
         "no_worse", description="promote a candidate that is no worse than the margin, or only one that improves"
     )
     margin: float = Field(0.02, ge=0, le=1, description="allowed drop in held-out score for gate no_worse")
+
+    @field_validator("file")
+    @classmethod
+    def _file_exists(cls, file: Path | None) -> Path | None:
+        if file is not None and not file.is_file():
+            raise ValueError(f"file not found: {file}")
+        return file
+
+    @model_validator(mode="after")
+    def _something_to_score(self) -> EvaluationConfig:
+        if not self.suites and self.file is None:
+            raise ValueError("set at least one of `suites` and `file`: the gate needs a held-out score")
+        return self
 
 
 class ReplayConfig(StrictModel):

@@ -22,7 +22,7 @@ from judges.judgment import JudgeItem
 from online_cut import lineage
 from online_cut.config import Config
 from samplers.base import Sampler
-from samplers.prompts import round_prompts, suite_prompts
+from samplers.prompts import read_prompt_file, round_prompts, suite_prompts
 from samplers.records import Prompt, SamplingSettings
 from storage import records
 from storage.store import Store
@@ -182,6 +182,7 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     """
     from cut.data import Triple
     from cut.trainer import train as train_adapter
+    from online_cut.launch import train_launched
 
     state = ctx.state(round)
     candidate = next((a for a in ctx.store.adapters(ctx.run) if a.round == round), None)
@@ -199,9 +200,11 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     out_dir = adapter_dir(ctx, round)
     log.info("round %d: training %s on %d triples from %s", round, ctx.config.cut.objective, len(triples),
              state.adapter_in or "the base model")
-    result = train_adapter(
-        ctx.config.cut, ctx.base_model, triples, out_dir, init_adapter=Path(parent.path) if parent else None
-    )
+    init_adapter = Path(parent.path) if parent else None
+    if ctx.config.cut.launcher == "accelerate":
+        result = train_launched(ctx.config, triples, out_dir, init_adapter)
+    else:
+        result = train_adapter(ctx.config.cut, ctx.base_model, triples, out_dir, init_adapter=init_adapter)
     candidate = records.Adapter(
         adapter_id=f"{ctx.run}-round-{round}",
         run=ctx.run,
@@ -237,51 +240,69 @@ def suite_critic(suite: str) -> Judge:
     return build_judge(JudgeConfig(kind="rule", rule=suite))
 
 
-def held_out_score(sampler: Sampler, adapter: records.Adapter | None, suite: str, n: int) -> tuple[float, int]:
-    """Share of `n` held-out prompts of `suite` the adapter answers right (greedy)."""
-    prompts = suite_prompts(suite, "heldout", n)
+@dataclass(frozen=True)
+class HeldOutSet:
+    name: str  # the suite, or "file:<file name>"
+    prompts: list[Prompt]
+    judge: Judge
+
+
+def held_out_sets(ctx: RunContext, judge: Judge) -> list[HeldOutSet]:
+    """The configured held-out sets: each suite's held-out split with its rule critic, and an
+    instruction file scored by the run's judge."""
+    rule = ctx.config.evaluation
+    sets = [HeldOutSet(suite, suite_prompts(suite, "heldout", rule.n), suite_critic(suite)) for suite in rule.suites]
+    if rule.file is not None:
+        sets.append(HeldOutSet(f"file:{rule.file.name}", read_prompt_file(rule.file)[: rule.n], judge))
+    return sets
+
+
+def held_out_score(sampler: Sampler, adapter: records.Adapter | None, held_out: HeldOutSet) -> tuple[float, int]:
+    """Share of the held-out prompts whose greedy answer the set's judge calls positive, and how many it judged."""
     _attach(sampler, adapter)
-    samples = sampler.sample(prompts, EVAL_SETTINGS)
-    by_id = {p.prompt_id: p for p in prompts}
+    samples = sampler.sample(held_out.prompts, EVAL_SETTINGS)
+    by_id = {p.prompt_id: p for p in held_out.prompts}
     items = [
         JudgeItem(instruction=by_id[s.prompt_id].instruction, input=by_id[s.prompt_id].input, response=s.text,
                   metadata=by_id[s.prompt_id].metadata)
         for s in samples
     ]
-    verdicts = suite_critic(suite).judge_many_sync(items)
-    return sum(v.verdict == "positive" for v in verdicts) / len(verdicts), len(verdicts)
+    judged = [v for v in held_out.judge.judge_many_sync(items) if v.status == "ok"]
+    if not judged:
+        raise RuntimeError(f"held-out set {held_out.name}: the judge {held_out.judge.judge_id} failed on every answer")
+    return sum(v.verdict == "positive" for v in judged) / len(judged), len(judged)
 
 
-def _known_score(ctx: RunContext, adapter: records.Adapter | None, suite: str) -> float | None:
-    """An adapter's held-out score measured in an earlier round of this run, if any."""
+def _known_score(ctx: RunContext, adapter: records.Adapter | None, suite: str) -> tuple[float, int] | None:
+    """An adapter's held-out score (and n) measured in an earlier round of this run, if any."""
     rows = ctx.store.query(
-        "SELECT score FROM evaluations WHERE run = ? AND suite = ? AND adapter_id IS NOT DISTINCT FROM ? "
+        "SELECT score, n FROM evaluations WHERE run = ? AND suite = ? AND adapter_id IS NOT DISTINCT FROM ? "
         "ORDER BY round DESC LIMIT 1",
         [ctx.run, suite, adapter.adapter_id if adapter else None],
     )
-    return rows[0]["score"] if rows else None
+    return (rows[0]["score"], rows[0]["n"]) if rows else None
 
 
-def evaluate(ctx: RunContext, sampler: Sampler, round: int, candidate: records.Adapter | None) -> dict[str, dict[str, float]]:
-    """Held-out scores per suite of the incumbent (the round's input adapter) and the candidate."""
+def evaluate(ctx: RunContext, sampler: Sampler, judge: Judge, round: int,
+             candidate: records.Adapter | None) -> dict[str, dict[str, float]]:
+    """Held-out scores per set of the incumbent (the round's input adapter) and the candidate."""
     state = ctx.state(round)
     if state.eval_s is None:
         started = time.perf_counter()
         incumbent = ctx.adapter(state.adapter_in)
-        log.info("round %d: evaluating on %s", round, ", ".join(ctx.config.evaluation.suites))
+        sets = held_out_sets(ctx, judge)
+        log.info("round %d: evaluating on %s", round, ", ".join(h.name for h in sets))
         evaluations = []
         for role, adapter in (("incumbent", incumbent), ("candidate", candidate)):
             if role == "candidate" and candidate is None:
                 continue
-            for suite in ctx.config.evaluation.suites:
-                n = ctx.config.evaluation.n
-                score = _known_score(ctx, adapter, suite) if role == "incumbent" else None
-                if score is None:
-                    score, n = held_out_score(sampler, adapter, suite, n)
+            for held_out in sets:
+                known = _known_score(ctx, adapter, held_out.name) if role == "incumbent" else None
+                score, n = known or held_out_score(sampler, adapter, held_out)
                 evaluations.append(
                     records.Evaluation(
-                        run=ctx.run, round=round, role=role, suite=suite, score=score, n=n,
-                        adapter_id=adapter.adapter_id if adapter else None, judge=f"rule:{suite}",
+                        run=ctx.run, round=round, role=role, suite=held_out.name, score=score, n=n,
+                        adapter_id=adapter.adapter_id if adapter else None, judge=held_out.judge.judge_id,
                     )
                 )
         with ctx.store.transaction() as tx:

@@ -39,9 +39,9 @@ def train(ctx: RunContext, sampler: Sampler, round: int, judge_id: str) -> recor
 
 @task(name="evaluate", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def evaluate(
-    ctx: RunContext, sampler: Sampler, round: int, candidate: records.Adapter | None
+    ctx: RunContext, sampler: Sampler, judge: Judge, round: int, candidate: records.Adapter | None
 ) -> dict[str, dict[str, float]]:
-    return steps.evaluate(ctx, sampler, round, candidate)
+    return steps.evaluate(ctx, sampler, judge, round, candidate)
 
 
 @task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

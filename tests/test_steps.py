@@ -40,7 +40,7 @@ def test_a_round_run_twice_writes_everything_once(tiny_model: Path, tmp_path: Pa
         candidate = steps.train(ctx, 1, judge.judge_id)
         weights = Path(candidate.path) / "adapter_model.safetensors"
         trained_at = weights.stat().st_mtime_ns
-        scores = steps.evaluate(ctx, sampler, 1, candidate)
+        scores = steps.evaluate(ctx, sampler, judge, 1, candidate)
         promoted = steps.promote(ctx, 1, candidate, scores, wall_s=1.0)
 
         # The same round again: every step sees its done mark and does nothing.
@@ -49,7 +49,7 @@ def test_a_round_run_twice_writes_everything_once(tiny_model: Path, tmp_path: Pa
         assert steps.judge(ctx, judge, 1) == 0
         assert steps.train(ctx, 1, judge.judge_id).adapter_id == candidate.adapter_id
         assert weights.stat().st_mtime_ns == trained_at
-        assert steps.evaluate(ctx, sampler, 1, candidate) == scores
+        assert steps.evaluate(ctx, sampler, judge, 1, candidate) == scores
         assert steps.promote(ctx, 1, candidate, scores, wall_s=1.0) == promoted
 
     counts = ctx.store.query(
@@ -84,3 +84,67 @@ def test_a_round_without_triples_keeps_the_incumbent(tiny_model, tmp_path) -> No
 
 def test_the_sampled_prompt_is_the_prompt_trained_on() -> None:
     assert Prompt("Translate.", "Bonjour").user_message() == Triple("Translate.", "Bonjour", "Hello", None).prompt
+
+
+def test_training_through_accelerate_launch_gives_the_in_process_adapter(tiny_model, tmp_path) -> None:
+    """launcher: accelerate runs `accelerate launch --num_processes 1 --cpu -m online_cut.cli train`;
+    with one process it is the in-process path step for step (dropout off: both draw the same seed anyway)."""
+    from safetensors.torch import load_file
+
+    from online_cut.launch import train_launched
+    from cut.trainer import train as train_in_process
+
+    triples = [Triple(f"What is {a} + 12?", "", f"{a + 12 + (a % 3)}", None if a % 3 == 0 else f"Wrong: {a + 12}.")
+               for a in range(10, 22)]
+    config = parse_config(
+        {"model": {"path": str(tiny_model)},
+         "cut": {"positive_ratio": None, "micro_batch_size": 4, "max_length": 64, "launcher": "accelerate",
+                 "lora": {"dropout": 0.0}}},
+        "test",
+    )
+    launched = train_launched(config, triples, tmp_path / "launched", None)
+    direct = train_in_process(config.cut, config.model.name_or_path(), triples, tmp_path / "direct", progress=False)
+
+    assert [s["loss"] for s in launched.steps] == pytest.approx([s["loss"] for s in direct.steps], abs=1e-6)
+    assert launched.flagged.keys() == direct.flagged.keys() and (launched.rows, launched.dropped) == (direct.rows, 0)
+    ours, theirs = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("launched", "direct"))
+    assert ours.keys() == theirs.keys()
+    assert any(t.abs().max() > 0 for name, t in ours.items() if "lora_B" in name)  # training moved the weights
+    assert max((ours[name] - theirs[name]).abs().max().item() for name in ours) < 1e-6
+    assert not (tmp_path / "launched.launch").exists()
+
+
+def test_an_instruction_file_is_scored_by_the_runs_judge(tiny_model, tmp_path) -> None:
+    held_out = tmp_path / "heldout.jsonl"
+    held_out.write_text("".join(f'{{"instruction": "What is {a} + 11? Reply with just the number."}}\n' for a in range(20, 26)))
+    ctx = make_context(tmp_path, tiny_model, suites=[], file=str(held_out), n=4)
+    ctx.store.add_run(ctx.run)
+    steps.start_round(ctx, 1)
+    run_judge = steps.suite_critic("addition")  # stands for the configured judge: any Judge scores the file
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        scores = steps.evaluate(ctx, sampler, run_judge, 1, None)
+    assert list(scores["incumbent"]) == ["file:heldout.jsonl"]
+    assert ctx.store.query("SELECT suite, n, judge FROM evaluations") == [
+        {"suite": "file:heldout.jsonl", "n": 4, "judge": "rule:addition"}
+    ]
+
+
+def test_replay_adds_a_seeded_share_of_earlier_rounds(tiny_model, tmp_path) -> None:
+    from storage import records
+
+    ctx = make_context(tmp_path, tiny_model)
+    ctx = steps.RunContext(ctx.config.model_copy(update={"replay": ctx.config.replay.model_copy(update={"share": 0.5})}),
+                           ctx.run, ctx.store)
+    ctx.store.add_run(ctx.run)
+    for round in (1, 2, 3):
+        prompt = records.Prompt(instruction=f"round {round}")
+        responses = [records.Response(run=ctx.run, round=round, prompt_id=prompt.prompt_id, text=f"r{round}-{i}",
+                                      sample_index=i) for i in range(4)]
+        ctx.store.add_prompts([prompt])
+        ctx.store.add_responses(responses)
+        ctx.store.add_judgments(records.Judgment(response_id=r.response_id, judge="rule:addition", verdict="positive")
+                                for r in responses)
+    chosen = steps.training_triples(ctx, 3, "rule:addition")
+    assert [t.round for t in chosen] == [3, 3, 3, 3, chosen[4].round, chosen[5].round]
+    assert {t.round for t in chosen[4:]} <= {1, 2}
+    assert chosen == steps.training_triples(ctx, 3, "rule:addition")  # a resumed round trains on the same set
