@@ -46,6 +46,7 @@ def experiment(
         start_round(shared, 1)
         steps.sample(shared, sampler, 1)
         steps.judge(shared, judge, 1)
+        exp.evaluate_base(shared, sampler, judge)
         for objective in objectives:
             objective_started = time.perf_counter()
             ctx = RunContext(exp.objective_config(settings, objective), exp.run_name(name, objective), store)

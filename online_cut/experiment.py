@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from judges.base import Judge
+from online_cut import steps
 from online_cut.config import Config
+from online_cut.steps import RunContext
+from samplers.base import Sampler
 from storage import records
 from storage.store import Store
 
@@ -34,8 +38,21 @@ def objective_config(config: Config, objective: str) -> Config:
     return config.model_copy(update={"cut": config.cut.model_copy(update={"objective": objective})})
 
 
+def evaluate_base(ctx: RunContext, sampler: Sampler, judge: Judge) -> None:
+    """Score the base model on the held-out sets once, as round 1's incumbent of the shared run."""
+    if ctx.store.query("SELECT 1 FROM evaluations WHERE run = ? AND round = 1", [ctx.run]):
+        return
+    evaluations = []
+    for held_out in steps.held_out_sets(ctx, judge):
+        score, n = steps.held_out_score(sampler, None, held_out)
+        evaluations.append(records.Evaluation(run=ctx.run, round=1, role="incumbent", suite=held_out.name,
+                                              score=score, n=n, judge=held_out.judge.judge_id))
+    ctx.store.add_evaluations(evaluations)
+
+
 def share_first_round(store: Store, source_run: str, target_run: str) -> None:
-    """Give `target_run` round 1 of `source_run`: its responses and judgments, sampled and judged."""
+    """Give `target_run` round 1 of `source_run`: its responses and judgments, sampled and judged, and
+    the base model's held-out scores (so each objective's first round does not score it again)."""
     source = store.round_state(source_run, 1)
     if source is None or source.judge_s is None:
         raise RuntimeError(f"run {source_run!r} has not finished judging round 1; nothing to share")
@@ -49,6 +66,7 @@ def share_first_round(store: Store, source_run: str, target_run: str) -> None:
         "WHERE r.run = ? AND r.round = 1",
         [source_run],
     )
+    base_scores = store.query("SELECT * EXCLUDE (created_at) FROM evaluations WHERE run = ? AND round = 1", [source_run])
     with store.transaction() as tx:
         tx.start_round(target_run, 1)
         tx.add_responses(copies.values())
@@ -56,6 +74,7 @@ def share_first_round(store: Store, source_run: str, target_run: str) -> None:
             records.Judgment.model_validate({**row, "response_id": copies[row["response_id"]].response_id})
             for row in judgments
         )
+        tx.add_evaluations(records.Evaluation.model_validate({**row, "run": target_run}) for row in base_scores)
         tx.record_round_step(target_run, 1, "sample", source.sample_s)
         tx.record_round_step(target_run, 1, "judge", source.judge_s)
 
