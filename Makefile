@@ -41,8 +41,11 @@ demo: setup
 stop:
 	scripts/stop.sh
 
-# Retake the README's pictures of a finished run in the Prefect UI (after `make demo`).
+# Retake the README's pictures of a finished run in the Prefect UI (after `make demo`), with
+# headless Chromium from Debian's `chromium` package (installed here when missing).
 screenshot: setup
+	command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium; }
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(PYTHON) scripts/screenshot.py
 
 # Refresh the pins from the current environment after a deliberate upgrade.

@@ -19,6 +19,9 @@ def _prefect_logging() -> None:
     Must run before Prefect and vLLM are imported: both read these at import time."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", ",".join((*PROJECT_LOGGERS, "vllm")))
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # The temporary server `online-cut run` starts otherwise logs an ERROR per failed telemetry
+    # send on machines without internet access.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _checked(config: Path) -> None:
