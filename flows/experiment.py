@@ -24,6 +24,7 @@ from samplers.factory import open_sampler
 from storage.store import Store
 from tasks import steps
 
+
 @flow(name="online-cut-experiment", log_prints=True)
 def experiment(
     config: str = "configs/experiment-arith.yaml",
