@@ -13,3 +13,6 @@ for name in serve prefect-server; do
   fi
   rm -f "$pidfile"
 done
+# `make demo` pointed the prefect CLI's profile at its server; without it, flows started later
+# (`online-cut run`) would try to reach a server that is gone instead of starting their own.
+.venv/bin/prefect config unset PREFECT_API_URL -y >/dev/null 2>&1 && echo "prefect CLI: PREFECT_API_URL unset"
