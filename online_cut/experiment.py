@@ -145,7 +145,7 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
     plot(results, plot_path)
     rounds = len(results[0].accuracy) - 1
     header = "| objective | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " | positives per round | wall |"
-    rule = "|---" * (rounds + 3) + "|"
+    rule = "|---" * (rounds + 4) + "|"  # objective, rounds 0..N, positives, wall
     lines = [
         f"| {r.objective} | " + " | ".join("—" if a is None else f"{a:.1%}" for a in r.accuracy)
         + f" | {', '.join(map(str, r.positives))} | {r.wall_s / 60:.1f} min |"

@@ -55,6 +55,9 @@ def test_experiment_shares_round_one_and_writes_the_table(tiny_model: Path, tmp_
     text = results.read_text()
     table = [line for line in text.splitlines() if line.startswith("| cut |") or line.startswith("| hindsight |")]
     assert len(table) == 2 and all(line.count("%") == 3 for line in table)  # rounds 0, 1, 2
+    header = next(line for line in text.splitlines() if line.startswith("| objective"))
+    rule = text.splitlines()[text.splitlines().index(header) + 1]
+    assert rule.count("|---") == header.count("|") - 1 == table[0].count("|") - 1
     assert "online-cut experiment --config" in text
     assert text.endswith("## Notes\n\nWhat was tried, kept across reruns.\n")
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
