@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import re
 from pathlib import Path
 
@@ -79,8 +80,11 @@ def flagged_markdown(ctx: RunContext, round: int) -> str:
     for example in examples:
         ids = tokenizer(example["response"], add_special_tokens=False).input_ids
         flagged = set(example["flagged"])
+        runs = itertools.groupby(enumerate(ids), key=lambda item: item[0] in flagged)
         shown = "".join(
-            f"**{tokenizer.decode([i])}**" if index in flagged else tokenizer.decode([i]) for index, i in enumerate(ids)
+            _bold(text) if is_flagged else text
+            for is_flagged, items in runs
+            for text in [tokenizer.decode([token for _, token in items])]
         )
         lines += [
             f"**Instruction:** {example['instruction']}",
@@ -162,3 +166,12 @@ def publish_run(ctx: RunContext) -> None:
             link_text=f"promoted adapter {live.adapter_id}",
             description=f"Run {ctx.run}: the live adapter after the last round",
         )
+
+
+def _bold(text: str) -> str:
+    """Markdown bold around a run of tokens; whitespace stays outside the markers, where markdown needs it."""
+    core = text.strip()
+    if not core:
+        return text
+    start = text.index(core)
+    return f"{text[:start]}**{core}**{text[start + len(core):]}"

@@ -35,7 +35,7 @@ if ! { [ -f "$STATE/serve.pid" ] && kill -0 "$(cat "$STATE/serve.pid")" 2>/dev/n
 fi
 
 run="demo-$(date +%Y%m%d-%H%M%S)"
-echo "demo: 2 rounds as run $run (the first round starts the vLLM engine: about a minute)"
+echo "demo: 2 rounds as run $run (the first round starts the vLLM engine: 2-3 minutes on 2 cores)"
 "$BIN/prefect" deployment run online-cut/online-cut -p rounds=2 -p run="$run" --watch
 
 echo
