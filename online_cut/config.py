@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from cut.config import CutConfig
 from judges.config import JudgeConfig
 from online_cut.base_model import default_cache_dir, shipped_model_dir
-from online_cut.strict import StrictModel
+from online_cut.strict import ExistingFile, StrictModel
 from samplers.config import PromptsConfig, SamplerConfig
 from storage.config import StorageConfig
 
@@ -60,7 +60,7 @@ class EvaluationConfig(StrictModel):
     suites: list[Literal["addition", "format"]] = Field(
         default_factory=lambda: ["addition"], description="held-out suites scored each round by their rule critics"
     )
-    file: Path | None = Field(
+    file: ExistingFile | None = Field(
         None, description="held-out instructions (JSON/JSONL in the CUT paper's fields, Parquet) scored by the run's judge"
     )
     n: int = Field(200, ge=1, description="held-out prompts per suite (and at most this many of the file)")
@@ -68,13 +68,6 @@ class EvaluationConfig(StrictModel):
         "no_worse", description="promote a candidate that is no worse than the margin, or only one that improves"
     )
     margin: float = Field(0.02, ge=0, le=1, description="allowed drop in held-out score for gate no_worse")
-
-    @field_validator("file")
-    @classmethod
-    def _file_exists(cls, file: Path | None) -> Path | None:
-        if file is not None and not file.is_file():
-            raise ValueError(f"file not found: {file}")
-        return file
 
     @model_validator(mode="after")
     def _something_to_score(self) -> EvaluationConfig:

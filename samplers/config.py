@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from online_cut.strict import StrictModel
+from online_cut.strict import ExistingFile, StrictModel
 
 
 class SamplerConfig(StrictModel):
@@ -55,7 +54,7 @@ class PromptsConfig(StrictModel):
     suite: Literal["addition", "format"] | None = Field(
         "addition", description="a built-in generated suite; None to read `file`"
     )
-    file: Path | None = Field(None, description="instructions as JSON/JSONL (CUT paper fields) or Parquet")
+    file: ExistingFile | None = Field(None, description="instructions as JSON/JSONL (CUT paper fields) or Parquet")
     per_round: int = Field(64, ge=1, description="instructions sampled each round")
     seed: int = Field(0, description="seed of the generated suite's training split")
 
@@ -64,10 +63,3 @@ class PromptsConfig(StrictModel):
         if (self.suite is None) == (self.file is None):
             raise ValueError("set exactly one of `suite` and `file`")
         return self
-
-    @field_validator("file")
-    @classmethod
-    def _file_exists(cls, file: Path | None) -> Path | None:
-        if file is not None and not file.is_file():
-            raise ValueError(f"file not found: {file}")
-        return file
