@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -23,6 +25,7 @@ from prefect_server import PREFECT, running_prefect_server, wait_until
 pytestmark = pytest.mark.e2e
 
 ONLINE_CUT = str(Path(sys.executable).parent / "online-cut")
+REPO = Path(__file__).resolve().parents[1]
 PER_ROUND, SAMPLES = 6, 2
 
 
@@ -54,6 +57,27 @@ def write_config(folder: Path, tiny_model: Path, **sections) -> Path:
     return path
 
 
+@contextmanager
+def in_background(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
+    """`command` running in its own process group, output in `log`; the group is ended on exit."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def run_deployment(env: dict[str, str], log: Path, *parameters: str) -> None:
+    """`prefect deployment run online-cut/online-cut -p ... --watch`, which must exit 0 (else: the
+    end of its output and of `log`, where the process running the flow writes)."""
+    options = [option for parameter in parameters for option in ("-p", parameter)]
+    result = subprocess.run([PREFECT, "deployment", "run", "online-cut/online-cut", *options, "--watch"],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + log.read_text()[-5000:]
+
+
 def query(db: Path, sql: str, *params) -> list[tuple]:
     with duckdb.connect(str(db), read_only=True) as connection:
         return connection.execute(sql, params).fetchall()
@@ -61,26 +85,16 @@ def query(db: Path, sql: str, *params) -> list[tuple]:
 
 def test_deployment_runs_two_rounds_from_the_prefect_cli(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path, tiny_model)
-    serve = subprocess.Popen(
-        [ONLINE_CUT, "serve", "--config", str(config)], env=prefect_env, cwd=tmp_path,
-        stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
+    log = tmp_path / "serve.log"
+    with in_background([ONLINE_CUT, "serve", "--config", str(config)], prefect_env, tmp_path, log) as serve:
         def deployed() -> bool:
             inspect = subprocess.run([PREFECT, "deployment", "inspect", "online-cut/online-cut"],
                                      env=prefect_env, capture_output=True)
             return inspect.returncode == 0
 
         wait_until(lambda: deployed() or serve.poll() is not None, 180, "the served deployment", poll_s=2)
-        assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-        result = subprocess.run(
-            [PREFECT, "deployment", "run", "online-cut/online-cut", "-p", "rounds=2", "-p", "run=e2e", "--watch"],
-            env=prefect_env, capture_output=True, text=True, timeout=900,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + (tmp_path / "serve.log").read_text()[-5000:]
-    finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(timeout=60)
+        assert serve.poll() is None, log.read_text()[-3000:]
+        run_deployment(prefect_env, log, "rounds=2", "run=e2e")
 
     db = tmp_path / "store.duckdb"
     assert query(db, "SELECT count(*) FROM responses WHERE run = 'e2e'") == [(2 * PER_ROUND * SAMPLES,)]
@@ -95,9 +109,6 @@ def test_deployment_runs_two_rounds_from_the_prefect_cli(prefect_env, tiny_model
     assert {"e2e-round-1", "e2e-round-2", "e2e-flagged-1", "e2e-progress", "e2e-metrics"} <= artifact_keys
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 def test_deployment_runs_through_a_process_work_pool(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
     """prefect.yaml's deployment on a `cpu` process pool, its flow run executed by a worker."""
     config = write_config(tmp_path, tiny_model, rounds=1, sampler={"backend": "transformers"})
@@ -106,20 +117,9 @@ def test_deployment_runs_through_a_process_work_pool(prefect_env, tiny_model: Pa
     deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], env=prefect_env, cwd=REPO,
                               capture_output=True, text=True)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    worker = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "cpu"], env=prefect_env, cwd=tmp_path,
-        stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        result = subprocess.run(
-            [PREFECT, "deployment", "run", "online-cut/online-cut", "-p", f"config={config}", "-p", "run=pool",
-             "--watch"],
-            env=prefect_env, capture_output=True, text=True, timeout=900,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + (tmp_path / "worker.log").read_text()[-5000:]
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+    log = tmp_path / "worker.log"
+    with in_background([PREFECT, "worker", "start", "--pool", "cpu"], prefect_env, tmp_path, log):
+        run_deployment(prefect_env, log, f"config={config}", "run=pool")
     db = tmp_path / "store.duckdb"
     assert query(db, "SELECT count(*) FROM triples WHERE run = 'pool'") == [(PER_ROUND * SAMPLES,)]
     assert query(db, "SELECT count(*) FROM adapters WHERE run = 'pool'") == [(1,)]
