@@ -43,7 +43,12 @@ class RuleCritic(Judge):
 
 class AdditionCritic(RuleCritic):
     """Checks the answer to a two-digit addition. The answer is the first integer after an
-    '=' when the response restates the sum ("47 + 38 = 85"), else its first integer."""
+    '=' when the response restates the sum ("47 + 38 = 85"), else its first integer.
+
+    A negative judgment quotes the response, as a human or GPT-4 judge quotes what it
+    blames: CUT flags the tokens a judgment makes likelier, and quoting makes the blamed
+    tokens likelier (on the shipped model's round-1 negatives, 44 % of response tokens are
+    flagged at λ = 1.5 with the quote and 13 % without; docs/results.md)."""
 
     def __init__(self) -> None:
         super().__init__("addition")
@@ -56,10 +61,11 @@ class AdditionCritic(RuleCritic):
         total = a + b
         equation = f"{a} + {b} = {total}"
         answer = _stated_answer(item.response)
+        quoted = _quote(item.response)
         if answer is None:
-            return self._verdict(False, f"The response gives no number; {equation}.")
+            return self._verdict(False, f"The response {quoted} gives no number; {equation}.")
         if answer != total:
-            return self._verdict(False, f"The response is incorrect: {equation}, not {answer}.")
+            return self._verdict(False, f"The response {quoted} is incorrect: {equation}, not {answer}.")
         return self._verdict(True, f"The response is correct: {equation}.")
 
 
@@ -69,6 +75,11 @@ def _operands(item: JudgeItem) -> tuple[int, int] | None:
         return int(meta["a"]), int(meta["b"])
     match = _SUM.search(f"{item.instruction} {item.input}")
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _quote(response: str, limit: int = 120) -> str:
+    text = " ".join(response.split())
+    return f'"{text if len(text) <= limit else text[: limit - 1] + "…"}"'
 
 
 def _stated_answer(response: str) -> int | None:

@@ -145,5 +145,5 @@ def test_rule_judge_annotates_a_file_through_the_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text()) == {
         "id": 7, "instruction": "What is 47 + 38?", "response": "75",
-        "judgment": "The response is incorrect: 47 + 38 = 85, not 75.", "verdict": "negative", "status": "ok", "error": None,
+        "judgment": 'The response "75" is incorrect: 47 + 38 = 85, not 75.', "verdict": "negative", "status": "ok", "error": None,
     }

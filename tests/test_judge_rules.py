@@ -11,15 +11,22 @@ from judges.rules import AdditionCritic, FormatCritic
 @pytest.mark.parametrize(
     ("response", "verdict", "text"),
     [
-        ("75", "negative", "The response is incorrect: 47 + 38 = 85, not 75."),
+        ('75', "negative", 'The response "75" is incorrect: 47 + 38 = 85, not 75.'),
         ("The answer is 85.", "positive", "The response is correct: 47 + 38 = 85."),
         ("47 + 38 = 85", "positive", "The response is correct: 47 + 38 = 85."),
-        ("I am not sure.", "negative", "The response gives no number; 47 + 38 = 85."),
+        ("I am not sure.", "negative", 'The response "I am not sure." gives no number; 47 + 38 = 85.'),
     ],
 )
 def test_addition_critic_writes_what_is_wrong_or_right(response: str, verdict: str, text: str) -> None:
     [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
     assert (judgment.status, judgment.verdict, judgment.judgment) == ("ok", verdict, text)
+
+
+def test_addition_critic_quotes_a_long_response_shortened_to_one_line() -> None:
+    response = "Let me think.\n" + "So many words here. " * 10
+    [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
+    quote = judgment.judgment.split('"')[1]
+    assert quote.startswith("Let me think. So many") and quote.endswith("…") and len(quote) == 120
 
 
 def test_addition_critic_prefers_metadata_operands_over_the_wording() -> None:
