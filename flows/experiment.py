@@ -16,9 +16,10 @@ from prefect import flow, get_run_logger
 from cut.config import OBJECTIVES
 from flows.online_cut import alignment_round
 from judges.cache import StoreJudgmentCache
-from judges.factory import build_judge
 from online_cut import experiment as exp
 from online_cut.config import dump_config, load_config
+from online_cut.judge_setup import configured_judge
+from online_cut.placement import check_pools
 from online_cut.steps import RunContext, start_round
 from samplers.factory import open_sampler
 from storage.store import Store
@@ -37,8 +38,9 @@ def experiment(
     logger = get_run_logger()
     started = time.perf_counter()
     settings = load_config(Path(config))
+    check_pools(settings.placement)
     store = Store.from_config(settings.storage)
-    judge = build_judge(settings.judge, cache=StoreJudgmentCache(store))
+    judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store))
     shared = RunContext(settings, exp.shared_run(name), store)
     store.add_run(shared.run, config=settings.model_dump(mode="json"))
     outcomes = []

@@ -2,6 +2,9 @@
 
     sample → judge → train → evaluate → promote, round after round
 
+and `online-cut-step`, a round's step that the config places on a work pool, run there by a
+worker (`online_cut.placement`; deployed once per pool from prefect.yaml).
+
 Each round is a subflow (one row per round in the Prefect UI) with its own artifacts. The
 store is the source of truth for what is done, so running a crashed or cancelled run again
 under the same `run` name continues from its first unfinished step.
@@ -9,30 +12,28 @@ under the same `run` name continues from its first unfinished step.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import reporting
 from judges.base import Judge
-from judges.factory import build_judge
 from judges.cache import StoreJudgmentCache
 from online_cut.config import load_config
-from online_cut.logs import PROJECT_LOGGERS
-from online_cut.steps import RunContext, start_round
+from online_cut.judge_setup import configured_judge
+from online_cut.logs import show_progress
+from online_cut import placement
+from online_cut.steps import RunContext, mirror_round, start_round
 from samplers.base import Sampler
 from samplers.factory import open_sampler
 from storage.exporter import export_parquet
 from storage.store import Store
 from tasks import steps
 
-# Prefect forwards these loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves their level at
-# the root's WARNING; the steps report progress at INFO.
-for _name in PROJECT_LOGGERS:
-    logging.getLogger(_name).setLevel(logging.INFO)
+show_progress()
 
 
 # Its parameters are the run's live objects (store context, warm engine, judge), not user
@@ -53,6 +54,7 @@ def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge, round: int)
     promoted = steps.promote(ctx, round, candidate, scores, time.perf_counter() - started + earlier_s)
     # What `online-cut sql` reads while a later round holds the store's write lock.
     export_parquet(ctx.store, ctx.config.storage.exports_dir, run=ctx.run, round=round)
+    mirror_round(ctx, round)
     reporting.publish_round(ctx, round)
     return promoted
 
@@ -66,11 +68,12 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     """
     logger = get_run_logger()
     settings = load_config(Path(config), {"rounds": rounds} if rounds is not None else None)
+    placement.check_pools(settings.placement)
     run = run or flow_run.get_name()
     store = Store.from_config(settings.storage)
     store.add_run(run, config=settings.model_dump(mode="json"))
     ctx = RunContext(settings, run, store)
-    judge = build_judge(settings.judge, cache=StoreJudgmentCache(store))
+    judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store))
     logger.info("run %s: %d rounds of %s judged by %s", run, settings.rounds, ctx.base_model, judge.judge_id)
     with open_sampler(settings.sampler, ctx.base_model, dtype=settings.model.dtype,
                       max_model_len=settings.model.max_model_len) as sampler:
@@ -80,3 +83,9 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
             reporting.publish_progress(ctx, round)
     reporting.publish_run(ctx)
     return run
+
+
+@flow(name=placement.STEP_FLOW, flow_run_name="{step}")
+def online_cut_step(step: Literal["judge", "train"], exchange: str) -> None:
+    """Run a placed `step` on its inputs under `exchange`/in and write its outputs to `exchange`/out."""
+    placement.run_step(step, exchange)

@@ -34,6 +34,17 @@ def _checked(config: Path) -> None:
         raise fail(str(exc)) from None
 
 
+def _pools_checked(config: Path) -> None:
+    """The work pools the config places steps on exist on the Prefect server (after `_prefect_logging`)."""
+    from online_cut.config import load_config
+    from online_cut.placement import PlacementError, check_pools
+
+    try:
+        check_pools(load_config(config).placement)
+    except PlacementError as exc:
+        raise fail(str(exc)) from None
+
+
 def run(
     config: Path = typer.Option(Path("configs/quickstart.yaml"), "--config", help=CONFIG_HELP),
     rounds: int = typer.Option(None, min=1, help="rounds to run (default: the config's `rounds`)"),
@@ -44,6 +55,7 @@ def run(
     """Run the online-cut flow in this process (for scripts and tests); same flow as the deployment."""
     _checked(config)
     _prefect_logging()
+    _pools_checked(config)
     from flows.online_cut import online_cut
 
     typer.echo(online_cut(config=str(config), rounds=rounds, run=run_name))
@@ -84,6 +96,7 @@ def experiment(
     if unknown:
         raise fail(f"--objective: unknown {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
     _prefect_logging()
+    _pools_checked(config)
     from flows.experiment import experiment as experiment_flow
 
     typer.echo(experiment_flow(config=str(config), name=name, objectives=objectives, results=str(results)))

@@ -33,7 +33,7 @@ def judge(
     from tqdm import tqdm
 
     from judges.cache import StoreJudgmentCache
-    from judges.factory import build_judge
+    from online_cut.judge_setup import configured_judge
     from judges.openai_judge import MissingApiKey
     from online_cut.config import ConfigError, load_config
 
@@ -50,8 +50,7 @@ def judge(
         from storage.store import Store
 
         cache = StoreJudgmentCache(Store(db))
-    api_key = _prefect_secret_reader(judge_config.api_key_secret) if judge_config.api_key_secret else None
-    judge = build_judge(judge_config, api_key=api_key, cache=cache)
+    judge = configured_judge(judge_config, cache=cache)
     try:
         with tqdm(total=len(items), unit="item", desc=f"judging with {judge.judge_id}") as bar:
             judgments = judge.judge_many_sync(items, bar.update)
@@ -92,17 +91,6 @@ def _read_records(file: Path) -> tuple[list[dict[str, Any]], list[JudgeItem]]:
     if not records:
         raise fail(f"{file}: no records")
     return records, items
-
-
-def _prefect_secret_reader(block_name: str):
-    """Reads the key from a Prefect Secret block when judging starts (Prefect is imported only then)."""
-
-    def read() -> str:
-        from prefect.blocks.system import Secret
-
-        return Secret.load(block_name).get()
-
-    return read
 
 
 def _write_atomically(out: Path, records: list[dict[str, Any]]) -> None:

@@ -82,6 +82,32 @@ class ReplayConfig(StrictModel):
     )
 
 
+class PlacementConfig(StrictModel):
+    """Steps run as flow runs on Prefect work pools instead of in the flow's process (docs/scaling.md)."""
+
+    judge: str | None = Field(
+        None, min_length=1, description="work pool whose `online-cut-step/<pool>` deployment judges; None: in the flow's process"
+    )
+    train: str | None = Field(
+        None, min_length=1, description="work pool whose `online-cut-step/<pool>` deployment trains; None: in the flow's process"
+    )
+    exchange: str | None = Field(
+        None,
+        description="a folder or fsspec URL that the flow and the pools' workers all reach: placed steps' inputs and outputs",
+    )
+
+    @model_validator(mode="after")
+    def _exchange_for_placed_steps(self) -> PlacementConfig:
+        placed = list(self.pools())
+        if placed and self.exchange is None:
+            raise ValueError(f"set `exchange`: {', '.join(placed)} placed on a work pool need a place to pass data")
+        return self
+
+    def pools(self) -> dict[str, str]:
+        """The placed steps and their work pools."""
+        return {step: pool for step, pool in (("judge", self.judge), ("train", self.train)) if pool is not None}
+
+
 class Config(StrictModel):
     rounds: int = Field(2, ge=1, description="online rounds of sample → judge → train → evaluate → promote")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -92,6 +118,7 @@ class Config(StrictModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
 
 
 def _describe(error: dict[str, Any]) -> str:

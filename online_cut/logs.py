@@ -1,3 +1,12 @@
 """The project's loggers, which flow runs forward to Prefect's terminal output and UI."""
 
+import logging
+
 PROJECT_LOGGERS = ("online_cut", "samplers", "judges", "cut", "storage")
+
+
+def show_progress() -> None:
+    """Prefect forwards the project's loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves their
+    level at the root's WARNING; the steps report progress at INFO."""
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)

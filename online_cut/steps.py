@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from judges.base import Judge
@@ -146,12 +147,22 @@ def judge(ctx: RunContext, judge: Judge, round: int) -> int:
         return 0
     started = time.perf_counter()
     items = unjudged_items(ctx, round, judge.judge_id)
-    log.info("round %d: judging %d responses with %s", round, len(items), judge.judge_id)
-    chunk_size = JUDGE_CHUNK_PER_SLOT * ctx.config.judge.concurrency
+    pool = ctx.config.placement.judge
+    log.info("round %d: judging %d responses with %s%s", round, len(items), judge.judge_id,
+             f" on work pool {pool}" if pool else "")
+    if pool is not None:  # one flow run on the pool judges them all
+        from online_cut.placement import judge_on_pool, step_url
+
+        url = step_url(ctx.config.placement, ctx.run, round, "judge")
+        chunks = [items] if items else []
+        judge_chunk = partial(judge_on_pool, ctx.config, url=url)
+    else:
+        size = JUDGE_CHUNK_PER_SLOT * ctx.config.judge.concurrency
+        chunks = [items[first : first + size] for first in range(0, len(items), size)]
+        judge_chunk = judge.judge_many_sync
     added = 0
-    for first in range(0, len(items), chunk_size):
-        chunk = items[first : first + chunk_size]
-        verdicts = judge.judge_many_sync(chunk)
+    for chunk in chunks:
+        verdicts = judge_chunk(chunk)
         # Model judges' caches store these too; rule critics have no cache. Writes are idempotent.
         added += ctx.store.add_judgments(stored_judgment(i.response_id, judge.judge_id, v) for i, v in zip(chunk, verdicts))
     ctx.store.record_round_step(ctx.run, round, "judge", time.perf_counter() - started)
@@ -183,6 +194,7 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     from cut.data import Triple
     from cut.trainer import train as train_adapter
     from online_cut.launch import train_launched
+    from online_cut.placement import step_url, train_on_pool
 
     state = ctx.state(round)
     candidate = next((a for a in ctx.store.adapters(ctx.run) if a.round == round), None)
@@ -198,10 +210,14 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     ]
     parent = ctx.adapter(state.adapter_in)
     out_dir = adapter_dir(ctx, round)
-    log.info("round %d: training %s on %d triples from %s", round, ctx.config.cut.objective, len(triples),
-             state.adapter_in or "the base model")
+    log.info("round %d: training %s on %d triples from %s%s", round, ctx.config.cut.objective, len(triples),
+             state.adapter_in or "the base model",
+             f" on work pool {ctx.config.placement.train}" if ctx.config.placement.train else "")
     init_adapter = Path(parent.path) if parent else None
-    if ctx.config.cut.launcher == "accelerate":
+    if ctx.config.placement.train is not None:
+        url = step_url(ctx.config.placement, ctx.run, round, "train")
+        result = train_on_pool(ctx.config, triples, out_dir, init_adapter, url)
+    elif ctx.config.cut.launcher == "accelerate":
         result = train_launched(ctx.config, triples, out_dir, init_adapter)
     else:
         result = train_adapter(ctx.config.cut, ctx.base_model, triples, out_dir, init_adapter=init_adapter)
@@ -350,3 +366,19 @@ def promote(ctx: RunContext, round: int, candidate: records.Adapter | None, scor
         )
     log.info("round %s: %s — %s", round, "promoted" if passed else "rejected", reason)
     return passed
+
+
+def mirror_round(ctx: RunContext, round: int) -> None:
+    """Copy the round's Parquet export and candidate adapter to `storage.mirror`, where other machines read them."""
+    mirror = ctx.config.storage.mirror
+    if mirror is None:
+        return
+    from storage.shared import join, put_folder
+
+    export = ctx.config.storage.exports_dir / f"run={ctx.run}" / f"round={round}"
+    if export.is_dir():
+        put_folder(export, join(mirror, "exports", f"run={ctx.run}", f"round={round}"))
+    candidate = adapter_dir(ctx, round)
+    if candidate.is_dir():
+        put_folder(candidate, join(mirror, "adapters", ctx.run, f"round-{round}"))
+    log.info("round %d: export and adapter copied to %s", round, mirror)

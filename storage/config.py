@@ -13,6 +13,11 @@ class StorageConfig(StrictModel):
     db: Path = Field(Path(".online-cut/store.duckdb"), description="the DuckDB store")
     adapters_dir: Path = Field(Path(".online-cut/adapters"), description="one folder per trained adapter")
     exports_dir: Path = Field(Path(".online-cut/exports"), description="per-round Parquet exports")
+    mirror: str | None = Field(
+        None,
+        description="a folder or fsspec URL (s3://bucket/prefix, ...) where each round's Parquet export and "
+        "candidate adapter are copied for other machines; None: no copy",
+    )
     lock_timeout_s: float = Field(
         30.0, ge=0, description="how long a writer waits for another process to release the store's lock"
     )

@@ -50,6 +50,8 @@ def test_quickstart_selects_the_cpu_defaults() -> None:
         ({"cut": {"alpha": -0.5}}, "cut.alpha", "greater than or equal to 0"),
         ({"model": {"path": "/no/such/model"}}, "model.path", "/no/such/model"),
         ({"sampler": {"backend": "vllm-server"}}, "sampler", "base_url"),
+        ({"placement": {"train": "gpu"}}, "placement", "set `exchange`: train placed"),
+        ({"placement": {"judge": ""}}, "placement.judge", "at least 1 character"),
     ],
 )
 def test_bad_config_error_names_file_and_key(tmp_path: Path, data: dict, key: str, words: str) -> None:

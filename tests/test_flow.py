@@ -109,20 +109,55 @@ def test_deployment_runs_two_rounds_from_the_prefect_cli(prefect_env, tiny_model
     assert {"e2e-round-1", "e2e-round-2", "e2e-flagged-1", "e2e-progress", "e2e-metrics"} <= artifact_keys
 
 
-def test_deployment_runs_through_a_process_work_pool(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
-    """prefect.yaml's deployment on a `cpu` process pool, its flow run executed by a worker."""
-    config = write_config(tmp_path, tiny_model, rounds=1, sampler={"backend": "transformers"})
-    subprocess.run([PREFECT, "work-pool", "create", "cpu", "--type", "process"], env=prefect_env, check=True,
-                   capture_output=True)
+def test_deployment_runs_through_work_pools_with_placed_steps(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
+    """prefect.yaml's deployments on process pools, each flow run executed by a worker the test
+    starts: the run on `cpu`, its judging placed on `cpu` and its training on `gpu` as
+    `online-cut-step` flow runs, with their data passed through an fsspec URL."""
+    exchange, mirror = f"file://{tmp_path / 'exchange'}", f"file://{tmp_path / 'mirror'}"
+    config = write_config(tmp_path, tiny_model, rounds=1, sampler={"backend": "transformers"},
+                          placement={"judge": "cpu", "train": "gpu", "exchange": exchange}, storage={"mirror": mirror})
+    for pool in ("cpu", "gpu"):
+        subprocess.run([PREFECT, "work-pool", "create", pool, "--type", "process"], env=prefect_env, check=True,
+                       capture_output=True)
     deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], env=prefect_env, cwd=REPO,
                               capture_output=True, text=True)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    log = tmp_path / "worker.log"
-    with in_background([PREFECT, "worker", "start", "--pool", "cpu"], prefect_env, tmp_path, log):
+    log, gpu_log = tmp_path / "worker.log", tmp_path / "gpu-worker.log"
+    with in_background([PREFECT, "worker", "start", "--pool", "cpu"], prefect_env, tmp_path, log), \
+            in_background([PREFECT, "worker", "start", "--pool", "gpu"], prefect_env, tmp_path, gpu_log):
         run_deployment(prefect_env, log, f"config={config}", "run=pool")
     db = tmp_path / "store.duckdb"
     assert query(db, "SELECT count(*) FROM triples WHERE run = 'pool'") == [(PER_ROUND * SAMPLES,)]
     assert query(db, "SELECT count(*) FROM adapters WHERE run = 'pool'") == [(1,)]
+    assert _step_runs(prefect_env) == [("judge", "COMPLETED", "cpu"), ("train", "COMPLETED", "gpu")]
+    # The store kept what the steps sent back: the judge's words and the trained adapter.
+    assert query(db, "SELECT count(*) FROM judgments WHERE judgment LIKE 'The response %'") == [(PER_ROUND * SAMPLES,)]
+    assert (tmp_path / "adapters" / "pool" / "round-1" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "mirror" / "adapters" / "pool" / "round-1" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "mirror" / "exports" / "run=pool" / "round=1" / "triples.parquet").is_file()
+
+
+def test_a_step_placed_on_an_unknown_pool_fails_before_any_work(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, tiny_model, placement={"judge": "no-such-pool", "exchange": str(tmp_path / "x")})
+    result = subprocess.run([ONLINE_CUT, "run", "--config", str(config)], env=prefect_env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert "placement.judge: work pool 'no-such-pool' does not exist" in result.stderr
+    assert not (tmp_path / "store.duckdb").exists()
+
+
+def _step_runs(env: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(name, state, work pool) of every `online-cut-step` flow run on the server, by name."""
+    script = (
+        "from prefect import get_client\n"
+        "from prefect.client.schemas.filters import FlowFilter, FlowFilterName\n"
+        "with get_client(sync_client=True) as client:\n"
+        "    runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=['online-cut-step'])))\n"
+        "    for run in sorted(runs, key=lambda run: run.name):\n"
+        "        print(run.name, run.state_name.upper(), run.work_pool_name)\n"
+    )
+    listed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    return [tuple(line.split()) for line in listed.stdout.splitlines()]
 
 
 def _artifact_keys(env: dict[str, str]) -> set[str]:
