@@ -16,14 +16,18 @@ flow-run parameters; a judge's API key is read on the worker (its environment or
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from judges.judgment import JudgeItem, Judgment
 from online_cut.config import Config, PlacementConfig, dump_config, load_config
-from storage.shared import get_folder, join, put_folder
+from storage.shared import get_folder, join, put_folder, remove_folder
+
+if TYPE_CHECKING:  # torch comes with these; the judging worker never needs it
+    from cut.data import Triple
+    from cut.trainer import TrainResult
 
 STEP_FLOW = "online-cut-step"
 ITEMS_FILE = "items.jsonl"
@@ -92,6 +96,7 @@ def _run_on_pool(pool: str, step: str, url: str) -> None:
 
 def judge_on_pool(config: Config, items: list[JudgeItem], url: str) -> list[Judgment]:
     """Judgments of `items`, in order, made by a worker of the judge's pool."""
+    remove_folder(url)
     with tempfile.TemporaryDirectory() as staging:
         inputs = Path(staging)
         (inputs / "config.yaml").write_text(dump_config(config))
@@ -107,10 +112,11 @@ def judge_on_pool(config: Config, items: list[JudgeItem], url: str) -> list[Judg
     return judgments
 
 
-def train_on_pool(config: Config, triples: list, out_dir: Path, init_adapter: Path | None, url: str):
+def train_on_pool(config: Config, triples: list[Triple], out_dir: Path, init_adapter: Path | None, url: str) -> TrainResult:
     """Train like `cut.trainer.train` on a worker of the training pool; the adapter lands in `out_dir`."""
     from online_cut.launch import read_training_result, write_training_inputs
 
+    remove_folder(url)
     with tempfile.TemporaryDirectory() as staging:
         inputs = Path(staging)
         write_training_inputs(inputs, config, triples)

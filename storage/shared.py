@@ -16,6 +16,13 @@ def join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *parts])
 
 
+def remove_folder(url: str) -> None:
+    """Delete `url` and everything under it, if it exists (a step's leftovers from an earlier attempt)."""
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
 def put_folder(local: Path, url: str) -> None:
     """Copy every file under `local` to the same relative paths under `url`."""
     fs, root = fsspec.core.url_to_fs(url)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.shared import get_folder, join, put_folder
+from storage.shared import get_folder, join, put_folder, remove_folder
 
 
 def _folder(root: Path) -> Path:
@@ -38,3 +38,11 @@ def test_in_memory_filesystem_round_trip(tmp_path: Path) -> None:
 def test_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no-such/out: no such folder"):
         get_folder(join(f"file://{tmp_path}", "no-such", "out"), tmp_path / "copy")
+
+
+def test_remove_folder_clears_leftovers_and_accepts_a_missing_one(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'exchange' / 'judge'}"
+    put_folder(_folder(tmp_path / "source"), url)
+    remove_folder(url)
+    assert not (tmp_path / "exchange" / "judge").exists()
+    remove_folder(url)
