@@ -113,7 +113,8 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     model, optimizer = accelerator.prepare(model, optimizer)
-    schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    # Rounded down: a warm-up step runs at learning rate 0, so a round of one or a few steps gets none.
+    schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     autocast = autocast_for(device, config.precision)
 
     model.train()

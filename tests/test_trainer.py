@@ -40,6 +40,17 @@ def test_every_objective_trains_and_saves_a_peft_adapter(tiny_model, tmp_path):
     assert result.rows == 2 and list(result.flagged) == []  # hindsight: no Align-N row
 
 
+def test_a_round_of_one_optimizer_step_changes_the_adapter(tiny_model, tmp_path):
+    """The default warm-up must not leave a tiny round's only step at learning rate 0."""
+    from safetensors.torch import load_file
+
+    triples = arithmetic_triples([("Add 2 and 3.", "5", None)])
+    result = train(CutConfig(objective="sft"), str(tiny_model), triples, tmp_path, progress=False)
+    assert len(result.steps) == 1
+    weights = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert any(tensor.abs().max() > 0 for name, tensor in weights.items() if "lora_B" in name)
+
+
 def test_training_refuses_to_replace_a_folder_that_is_not_an_adapter(tiny_model, tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
     triples = arithmetic_triples([("Add 4 and 4.", "9", "Wrong: 4 + 4 = 8.")])
