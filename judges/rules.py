@@ -47,8 +47,7 @@ class AdditionCritic(RuleCritic):
 
     A negative judgment quotes the response, as a human or GPT-4 judge quotes what it
     blames: CUT flags the tokens a judgment makes likelier, and quoting makes the blamed
-    tokens likelier (on the shipped model's round-1 negatives, 44 % of response tokens are
-    flagged at λ = 1.5 with the quote and 13 % without; docs/results.md)."""
+    tokens likelier (docs/results.md measures the flagged share with and without a quote)."""
 
     def __init__(self) -> None:
         super().__init__("addition")
