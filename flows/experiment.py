@@ -64,7 +64,7 @@ def experiment(
                           *(f"--objective={o}" for o in objectives), "--results", results])
     exp.write_results(
         Path(results), outcomes, command=command, config_text=dump_config(settings),
-        wall_s=time.perf_counter() - started, seed=settings.cut.seed, suites=settings.evaluation.suites,
+        wall_s=time.perf_counter() - started, seed=settings.cut.seed, held_out=exp.held_out_names(shared, judge),
         n=settings.evaluation.n,
     )
     logger.info("wrote %s", results)

@@ -51,6 +51,11 @@ def evaluate_base(ctx: RunContext, sampler: Sampler, judge: Judge) -> None:
     ctx.store.add_evaluations(evaluations)
 
 
+def held_out_names(ctx: RunContext, judge: Judge) -> list[str]:
+    """The held-out sets the rounds score, as the evaluations name them (`addition`, `file:dev.jsonl`)."""
+    return [held_out.name for held_out in steps.held_out_sets(ctx, judge)]
+
+
 def share_first_round(store: Store, source_run: str, target_run: str) -> None:
     """Give `target_run` round 1 of `source_run`: its responses and judgments, sampled and judged, and
     the base model's held-out scores (so each objective's first round does not score it again)."""
@@ -138,7 +143,7 @@ def plot(results: list[ObjectiveResult], path: Path) -> None:
 
 
 def write_results(path: Path, results: list[ObjectiveResult], *, command: str, config_text: str,
-                  wall_s: float, seed: int, suites: list[str], n: int) -> None:
+                  wall_s: float, seed: int, held_out: list[str], n: int) -> None:
     """`path` (markdown) with the table and the plot beside it; a `## Notes` section already there is kept."""
     plot_path = path.with_suffix(".png")
     plot(results, plot_path)
@@ -155,7 +160,7 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
         notes = NOTES_HEADING + path.read_text().split(NOTES_HEADING, 1)[1]
     path.write_text(
         "# Results: CUT against its baselines, online, on a CPU\n\n"
-        f"Held-out accuracy ({', '.join(suites)}; {n} prompts per suite, greedy) of the adapter each round "
+        f"Held-out accuracy ({', '.join(held_out)}; {n} prompts per set, greedy) of the adapter each round "
         "trained, from the same round-1 samples of the base model (round 0).\n\n"
         + "\n".join([header, rule, *lines])
         + f"\n\n![held-out accuracy per round]({plot_path.name})\n\n"
