@@ -43,16 +43,17 @@ def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge, round: int)
     """One round; returns whether its candidate was promoted."""
     started = time.perf_counter()
     state = start_round(ctx, round)
-    if state.gate_decision is not None:
-        return state.gate_decision == "promoted"
-    earlier_s = sum(s or 0.0 for s in (state.sample_s, state.judge_s, state.train_s, state.eval_s))
-    steps.sample(ctx, sampler, round)
-    steps.judge(ctx, judge, round)
-    candidate = steps.train(ctx, sampler, round, judge.judge_id)
-    scores = steps.evaluate(ctx, sampler, judge, round, candidate)
-    # Steps finished by an earlier, interrupted attempt count toward the round's wall time.
-    promoted = steps.promote(ctx, round, candidate, scores, time.perf_counter() - started + earlier_s)
-    # What `online-cut sql` reads while a later round holds the store's write lock.
+    if state.gate_decision is None:
+        earlier_s = sum(s or 0.0 for s in (state.sample_s, state.judge_s, state.train_s, state.eval_s))
+        steps.sample(ctx, sampler, round)
+        steps.judge(ctx, judge, round)
+        candidate = steps.train(ctx, sampler, round, judge.judge_id)
+        scores = steps.evaluate(ctx, sampler, judge, round, candidate)
+        # Steps finished by an earlier, interrupted attempt count toward the round's wall time.
+        promoted = steps.promote(ctx, round, candidate, scores, time.perf_counter() - started + earlier_s)
+    else:  # decided by an earlier attempt, which may have stopped before what follows
+        promoted = state.gate_decision == "promoted"
+    # What `online-cut sql` reads while a later round holds the store's write lock; all idempotent.
     export_parquet(ctx.store, ctx.config.storage.exports_dir, run=ctx.run, round=round)
     mirror_round(ctx, round)
     reporting.publish_round(ctx, round)

@@ -93,8 +93,17 @@ class PlacementConfig(StrictModel):
     )
     exchange: str | None = Field(
         None,
+        min_length=1,
         description="a folder or fsspec URL that the flow and the pools' workers all reach: placed steps' inputs and outputs",
     )
+
+    @field_validator("exchange")
+    @classmethod
+    def _shared_location(cls, exchange: str | None) -> str | None:
+        # Each process would resolve a relative folder against its own working directory.
+        if exchange is not None and "://" not in exchange and not Path(exchange).is_absolute():
+            raise ValueError(f"an absolute folder or a URL, every machine's same place (got {exchange!r})")
+        return exchange
 
     @model_validator(mode="after")
     def _exchange_for_placed_steps(self) -> PlacementConfig:

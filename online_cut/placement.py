@@ -2,25 +2,33 @@
 
 A placed step is a flow run of the deployment `online-cut-step/<pool>` (prefect.yaml),
 started by the round with `run_deployment` and waited for. Its inputs and outputs pass
-through `placement.exchange`, a folder or fsspec URL the flow and the pool's workers reach:
+through `placement.exchange`, a folder or fsspec URL the flow and the pool's workers reach,
+in a folder of its own per attempt (a late run of an abandoned attempt cannot mix in):
 
-    <exchange>/<run>/round-<r>/<step>/in/   config.yaml, and items.jsonl (judge) or
-                                             triples.jsonl [+ init-adapter/] (train)
-    <exchange>/<run>/round-<r>/<step>/out/  judgments.jsonl (judge) or the adapter folder
-                                             with metrics.jsonl, flagged.json, summary.json (train)
+    <exchange>/<run>/round-<r>/<step>/<attempt>/in/   config.yaml, and items.jsonl (judge)
+                                                      or triples.jsonl [+ init-adapter/] (train)
+    <exchange>/<run>/round-<r>/<step>/<attempt>/out/  judgments.jsonl (judge), or the adapter
+                                                      with metrics.jsonl, flagged.json, summary.json
 
-The store stays with the flow — DuckDB has one writer — and the worker never opens it: the
-flow writes what the step sent back. Only the step's name and its exchange URL travel as
-flow-run parameters; a judge's API key is read on the worker (its environment or Secret block).
+The attempt's folder is removed once its outputs are read. The store stays with the flow —
+DuckDB has one writer — and the worker never opens it: the flow writes what the step sent
+back. The worker gets only the config sections its step needs; only the step's name and its
+exchange URL travel as flow-run parameters, and a judge's API key is read on the worker (its
+environment or Secret block).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from judges.base import Judge, Progress
 from judges.judgment import JudgeItem, Judgment
 from online_cut.config import Config, PlacementConfig, dump_config, load_config
 from storage.shared import get_folder, join, put_folder, remove_folder
@@ -29,7 +37,10 @@ if TYPE_CHECKING:  # torch comes with these; the judging worker never needs it
     from cut.data import Triple
     from cut.trainer import TrainResult
 
+log = logging.getLogger(__name__)
+
 STEP_FLOW = "online-cut-step"
+CONFIG_FILE = "config.yaml"
 ITEMS_FILE = "items.jsonl"
 JUDGMENTS_FILE = "judgments.jsonl"
 INIT_ADAPTER = "init-adapter"
@@ -49,83 +60,119 @@ def step_url(placement: PlacementConfig, run: str, round: int, step: str) -> str
 
 def check_pools(placement: PlacementConfig) -> None:
     """Fail before any work when a placed step's pool, or its `online-cut-step/<pool>` deployment,
-    is missing on the Prefect server."""
+    is missing on the Prefect server; warn when no worker polls the pool (the step would wait)."""
     pools = placement.pools()
     if not pools:
         return
+    import httpx
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        placed = ", ".join(f"placement.{step}" for step in pools)
+    api_url = PREFECT_API_URL.value()
+    placed = ", ".join(f"placement.{step}" for step in pools)
+    if not api_url:
         raise PlacementError(f"{placed}: placed steps need the Prefect server the pools' workers poll; set PREFECT_API_URL")
-    with get_client(sync_client=True) as client:
-        for step, pool in pools.items():
-            try:
-                client.read_work_pool(pool)
-            except ObjectNotFound:
-                known = ", ".join(sorted(p.name for p in client.read_work_pools())) or "none"
-                raise PlacementError(
-                    f"placement.{step}: work pool {pool!r} does not exist on the Prefect server "
-                    f"(pools there: {known}); create it with `prefect work-pool create {pool} --type process`"
-                ) from None
-            try:
-                deployment = client.read_deployment_by_name(deployment_name(pool))
-            except ObjectNotFound:
-                raise PlacementError(
-                    f"placement.{step}: no deployment {deployment_name(pool)!r} for pool {pool!r}; "
-                    f"register it with `prefect --no-prompt deploy --name {pool}` (prefect.yaml)"
-                ) from None
-            if deployment.work_pool_name != pool:
-                raise PlacementError(
-                    f"placement.{step}: deployment {deployment_name(pool)!r} runs on pool "
-                    f"{deployment.work_pool_name!r}, not {pool!r}"
-                )
+    try:
+        with get_client(sync_client=True) as client:
+            for step, pool in pools.items():
+                _check_pool(client, step, pool, ObjectNotFound)
+    except httpx.HTTPError as exc:
+        raise PlacementError(f"{placed}: cannot reach the Prefect server at {api_url}: {exc}") from None
 
 
-def _run_on_pool(pool: str, step: str, url: str) -> None:
+def _check_pool(client, step: str, pool: str, not_found: type[Exception]) -> None:
+    try:
+        work_pool = client.read_work_pool(pool)
+    except not_found:
+        known = ", ".join(sorted(p.name for p in client.read_work_pools())) or "none"
+        raise PlacementError(
+            f"placement.{step}: work pool {pool!r} does not exist on the Prefect server "
+            f"(pools there: {known}); create it with `prefect work-pool create {pool} --type process`"
+        ) from None
+    try:
+        deployment = client.read_deployment_by_name(deployment_name(pool))
+    except not_found:
+        raise PlacementError(
+            f"placement.{step}: no deployment {deployment_name(pool)!r} for pool {pool!r}; "
+            f"register it with `prefect --no-prompt deploy --name {pool}` (prefect.yaml)"
+        ) from None
+    if deployment.work_pool_name != pool:
+        raise PlacementError(
+            f"placement.{step}: deployment {deployment_name(pool)!r} runs on pool {deployment.work_pool_name!r}, not {pool!r}"
+        )
+    status = work_pool.status.value if work_pool.status else "unknown"
+    if work_pool.is_paused or status != "READY":
+        log.warning("placement.%s: work pool %r is %s; the step waits until a worker polls it (`prefect worker "
+                    "start --pool %s`)", step, pool, "paused" if work_pool.is_paused else f"not ready ({status})", pool)
+
+
+def _run_on_pool(pool: str, step: str, url: str, write_inputs: Callable[[Path], None], read_outputs: Callable[[Path], object]):
+    """Stage the inputs in a fresh attempt folder under `url`, run the step on `pool`, return what `read_outputs` makes of its outputs."""
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(deployment_name(pool), parameters={"step": step, "exchange": url})
+    attempt = join(url, uuid.uuid4().hex)
+    with tempfile.TemporaryDirectory() as staging:
+        write_inputs(Path(staging))
+        put_folder(Path(staging), join(attempt, "in"))
+    flow_run = run_deployment(deployment_name(pool), parameters={"step": step, "exchange": attempt})
     if not flow_run.state.is_completed():
         raise PlacementError(
             f"{step} on pool {pool!r}: flow run {flow_run.name!r} ended {flow_run.state.name}: {flow_run.state.message}"
         )
+    with tempfile.TemporaryDirectory() as staging:
+        get_folder(join(attempt, "out"), Path(staging))
+        outputs = read_outputs(Path(staging))
+    remove_folder(attempt)
+    return outputs
 
 
-def judge_on_pool(config: Config, items: list[JudgeItem], url: str) -> list[Judgment]:
-    """Judgments of `items`, in order, made by a worker of the judge's pool."""
-    remove_folder(url)
-    with tempfile.TemporaryDirectory() as staging:
-        inputs = Path(staging)
-        (inputs / "config.yaml").write_text(dump_config(config))
-        (inputs / ITEMS_FILE).write_text("".join(item.model_dump_json() + "\n" for item in items))
-        put_folder(inputs, join(url, "in"))
-    _run_on_pool(config.placement.judge, "judge", url)
-    with tempfile.TemporaryDirectory() as staging:
-        outputs = Path(staging)
-        get_folder(join(url, "out"), outputs)
-        judgments = [Judgment.model_validate_json(line) for line in (outputs / JUDGMENTS_FILE).read_text().splitlines()]
-    if len(judgments) != len(items):
-        raise PlacementError(f"{url}/out/{JUDGMENTS_FILE}: {len(judgments)} judgments for {len(items)} items")
-    return judgments
+class PlacedJudge(Judge):
+    """The run's judge asked through flow runs on its work pool. The cache and the merging of
+    equal items stay on the flow's side (`Judge.judge_many`), so only unknown items travel."""
+
+    def __init__(self, judge: Judge, config: Config, url: str) -> None:
+        super().__init__(judge.judge_id, judge.cache)
+        self._config, self._url = config, url
+
+    async def _judge_fresh(self, items: list[JudgeItem], progress: Progress) -> list[Judgment]:
+        # In a thread: Prefect's run_deployment turns into a coroutine under a running event loop.
+        judgments = await asyncio.to_thread(self._judge_on_pool, items)
+        progress(len(judgments))
+        return judgments
+
+    def _judge_on_pool(self, items: list[JudgeItem]) -> list[Judgment]:
+        def write_inputs(folder: Path) -> None:
+            (folder / CONFIG_FILE).write_text(dump_config(Config(judge=self._config.judge)))
+            (folder / ITEMS_FILE).write_text("".join(item.model_dump_json() + "\n" for item in items))
+
+        def read_outputs(folder: Path) -> list[Judgment]:
+            lines = (folder / JUDGMENTS_FILE).read_text().splitlines()
+            if len(lines) != len(items):
+                raise PlacementError(f"{self._url}: {len(lines)} judgments for {len(items)} items")
+            return [Judgment.model_validate_json(line) for line in lines]
+
+        return _run_on_pool(self._config.placement.judge, "judge", self._url, write_inputs, read_outputs)
 
 
 def train_on_pool(config: Config, triples: list[Triple], out_dir: Path, init_adapter: Path | None, url: str) -> TrainResult:
-    """Train like `cut.trainer.train` on a worker of the training pool; the adapter lands in `out_dir`."""
+    """Train like `cut.trainer.train` on a worker of the training pool; the adapter lands in `out_dir`
+    whole (it is moved into place only once every file is here)."""
     from online_cut.launch import read_training_result, write_training_inputs
 
-    remove_folder(url)
-    with tempfile.TemporaryDirectory() as staging:
-        inputs = Path(staging)
-        write_training_inputs(inputs, config, triples)
+    def write_inputs(folder: Path) -> None:
+        write_training_inputs(folder, Config(model=config.model, cut=config.cut), triples)
         if init_adapter is not None:
-            shutil.copytree(init_adapter, inputs / INIT_ADAPTER)
-        put_folder(inputs, join(url, "in"))
-    _run_on_pool(config.placement.train, "train", url)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    get_folder(join(url, "out"), out_dir)
+            shutil.copytree(init_adapter, folder / INIT_ADAPTER)
+
+    def read_outputs(folder: Path) -> None:
+        partial = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(folder, partial)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        partial.rename(out_dir)
+
+    _run_on_pool(config.placement.train, "train", url, write_inputs, read_outputs)
     return read_training_result(out_dir)
 
 
@@ -134,14 +181,8 @@ def run_step(step: str, url: str) -> None:
     with tempfile.TemporaryDirectory() as staging:
         inputs, outputs = Path(staging) / "in", Path(staging) / "out"
         get_folder(join(url, "in"), inputs)
-        config = load_config(inputs / "config.yaml")
         outputs.mkdir()
-        if step == "judge":
-            _judge(config, inputs, outputs)
-        elif step == "train":
-            _train(config, inputs, outputs)
-        else:
-            raise PlacementError(f"unknown step {step!r}: expected judge or train")
+        STEPS[step](load_config(inputs / CONFIG_FILE), inputs, outputs)
         put_folder(outputs, join(url, "out"))
 
 
@@ -158,3 +199,6 @@ def _train(config: Config, inputs: Path, outputs: Path) -> None:
 
     init_adapter = inputs / INIT_ADAPTER
     run_training(config, inputs, outputs, init_adapter if init_adapter.is_dir() else None)
+
+
+STEPS: dict[str, Callable[[Config, Path, Path], None]] = {"judge": _judge, "train": _train}

@@ -12,7 +12,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from judges.base import Judge
@@ -150,19 +149,15 @@ def judge(ctx: RunContext, judge: Judge, round: int) -> int:
     pool = ctx.config.placement.judge
     log.info("round %d: judging %d responses with %s%s", round, len(items), judge.judge_id,
              f" on work pool {pool}" if pool else "")
-    if pool is not None:  # one flow run on the pool judges them all
-        from online_cut.placement import judge_on_pool, step_url
+    if pool is not None:
+        from online_cut.placement import PlacedJudge, step_url
 
-        url = step_url(ctx.config.placement, ctx.run, round, "judge")
-        chunks = [items] if items else []
-        judge_chunk = partial(judge_on_pool, ctx.config, url=url)
-    else:
-        size = JUDGE_CHUNK_PER_SLOT * ctx.config.judge.concurrency
-        chunks = [items[first : first + size] for first in range(0, len(items), size)]
-        judge_chunk = judge.judge_many_sync
+        judge = PlacedJudge(judge, ctx.config, step_url(ctx.config.placement, ctx.run, round, "judge"))
+    chunk_size = JUDGE_CHUNK_PER_SLOT * ctx.config.judge.concurrency
     added = 0
-    for chunk in chunks:
-        verdicts = judge_chunk(chunk)
+    for first in range(0, len(items), chunk_size):
+        chunk = items[first : first + chunk_size]
+        verdicts = judge.judge_many_sync(chunk)
         # Model judges' caches store these too; rule critics have no cache. Writes are idempotent.
         added += ctx.store.add_judgments(stored_judgment(i.response_id, judge.judge_id, v) for i, v in zip(chunk, verdicts))
     ctx.store.record_round_step(ctx.run, round, "judge", time.perf_counter() - started)

@@ -1,8 +1,9 @@
 """Folders copied to and from shared storage: a path, or an fsspec URL (s3://, gs://, file://, ...).
 
 What other machines read — the placed steps' inputs and outputs, mirrored adapters and
-exports — goes through these functions. Each file is written under a temporary name and
-renamed, so a reader never sees half of one.
+exports — goes through these functions. A reader never sees half a file: on a local or
+mounted file system each is written under a temporary name and renamed, and an object
+store's upload is whole or absent.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 
 def join(url: str, *parts: str) -> str:
@@ -29,9 +31,11 @@ def put_folder(local: Path, url: str) -> None:
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         target = join(root, *path.relative_to(local).parts)
         fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        partial = f"{target}.partial"
-        fs.put_file(str(path), partial)
-        fs.mv(partial, target)
+        if isinstance(fs, LocalFileSystem):
+            fs.put_file(str(path), f"{target}.partial")
+            fs.mv(f"{target}.partial", target)
+        else:  # an object store's upload is whole or absent already
+            fs.put_file(str(path), target)
 
 
 def get_folder(url: str, local: Path) -> None:

@@ -52,6 +52,7 @@ def test_quickstart_selects_the_cpu_defaults() -> None:
         ({"sampler": {"backend": "vllm-server"}}, "sampler", "base_url"),
         ({"placement": {"train": "gpu"}}, "placement", "set `exchange`: train placed"),
         ({"placement": {"judge": ""}}, "placement.judge", "at least 1 character"),
+        ({"placement": {"exchange": "exchange"}}, "placement.exchange", "an absolute folder or a URL"),
     ],
 )
 def test_bad_config_error_names_file_and_key(tmp_path: Path, data: dict, key: str, words: str) -> None:

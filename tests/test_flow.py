@@ -135,6 +135,7 @@ def test_deployment_runs_through_work_pools_with_placed_steps(prefect_env, tiny_
     assert (tmp_path / "adapters" / "pool" / "round-1" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "mirror" / "adapters" / "pool" / "round-1" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "mirror" / "exports" / "run=pool" / "round=1" / "triples.parquet").is_file()
+    assert not [path for path in (tmp_path / "exchange").rglob("*") if path.is_file()]  # read, then removed
 
 
 def test_a_step_placed_on_an_unknown_pool_fails_before_any_work(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
