@@ -66,7 +66,11 @@ def in_background(command: list[str], env: dict[str, str], cwd: Path, log: Path)
         yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a Prefect worker sometimes hangs in its shutdown; its work is done
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 def run_deployment(env: dict[str, str], log: Path, *parameters: str) -> None:
