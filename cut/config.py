@@ -43,6 +43,7 @@ class TemplatesConfig(StrictModel):
 
 
 Objective = Literal["cut", "sft", "hindsight"]
+Reduction = Literal["token", "example"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
@@ -50,6 +51,11 @@ class CutConfig(StrictModel):
     objective: Objective = Field(
         "cut",
         description="cut: the paper's objective; sft: MLE on positives only; hindsight: MLE on [x, j] -> y",
+    )
+    reduction: Reduction = Field(
+        "token",
+        description="how CUT weighs tokens: token means over the batch, or per-row means averaged over rows "
+        "with an Align-N row's loss (L1 + L2) / 2 (example: what the official wwxu21/CUT code does)",
     )
     lam: float = Field(1.1, ge=1, description="λ: a token is flagged when p(y_t|x,j-) > λ·p(y_t|x,j+)")
     alpha: float = Field(1.0, ge=0, description="α: weight of the unlikelihood term on flagged tokens")

@@ -9,21 +9,29 @@ ids, so nothing here ever sees a vocabulary-sized tensor:
 - flagged: p_aligned(y_t) > λ·p_mis(y_t) on Align-N rows, decided without gradient
 - loss = L1 + L2
 
-Token means run over the flat set of masked tokens, not per row. The baselines (`sft`,
-`hindsight`) call the same function with no Align-N row, which leaves loss = L2.
+`reduction` says how tokens and rows weigh (`cut.reduction`):
+
+- token: the means above run over the flat set of masked tokens of the batch
+- example: the official repository's weighting (wwxu21/CUT, micro_batch_size=1): token means
+  per row; an Align-N row contributes (L2_row + L1_row) / 2, an Align-P row L2_row; the loss
+  is the mean over rows, and `l1`, `l2` report the per-row means (over Align-N rows for l1)
+
+The baselines (`sft`, `hindsight`) call the same function with no Align-N row, which leaves
+loss = L2 under either reduction.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 
 @dataclass(frozen=True)
 class CutLoss:
-    loss: torch.Tensor  # scalar: l1 + l2
+    loss: torch.Tensor  # scalar: l1 + l2 (reduction token); the mean of the rows' losses (example)
     l1: torch.Tensor  # scalar: the Misalign term (0 without Align-N rows)
     l2: torch.Tensor  # scalar: MLE on the aligned contexts
     flagged: torch.Tensor  # bool [B, T]: tokens that get the unlikelihood term
@@ -35,10 +43,16 @@ def neg_log1mexp(logp: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.expm1(logp.clamp(max=-tiny)))
 
 
-def _token_mean(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+def _masked_mean(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """Mean of `values` over the True entries of `where`; 0 (still on the graph) when there are none."""
     total = torch.where(where, values, torch.zeros_like(values)).sum()
     return total / where.sum().clamp(min=1)
+
+
+def _row_means(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """[B]: each row's mean of `values` over its True entries of `where` (0 for a row with none)."""
+    total = torch.where(where, values, torch.zeros_like(values)).sum(dim=1)
+    return total / where.sum(dim=1).clamp(min=1)
 
 
 def cut_loss(
@@ -48,6 +62,7 @@ def cut_loss(
     negative: torch.Tensor,
     lam: float = 1.1,
     alpha: float = 1.0,
+    reduction: Literal["token", "example"] = "token",
 ) -> CutLoss:
     """CUT loss from [B, T] log-probs of y_t under the aligned and misaligned contexts.
 
@@ -58,9 +73,18 @@ def cut_loss(
     with torch.no_grad():
         flagged = negative_tokens & (logp_aligned.detach() > math.log(lam) + logp_misaligned.detach())
 
-    l2 = _token_mean(-logp_aligned, mask)
     # Feed a harmless value where the unlikelihood term is not used, so its gradient there is 0, not NaN.
     unlikely_input = torch.where(flagged, logp_misaligned, torch.full_like(logp_misaligned, -1.0))
     misalign_terms = torch.where(flagged, alpha * neg_log1mexp(unlikely_input), -logp_misaligned)
-    l1 = _token_mean(misalign_terms, negative_tokens)
-    return CutLoss(loss=l1 + l2, l1=l1, l2=l2, flagged=flagged)
+    if reduction == "token":
+        l2 = _masked_mean(-logp_aligned, mask)
+        l1 = _masked_mean(misalign_terms, negative_tokens)
+        return CutLoss(loss=l1 + l2, l1=l1, l2=l2, flagged=flagged)
+    if reduction != "example":
+        raise ValueError(f"reduction {reduction!r}: choose token or example")
+    l2_rows = _row_means(-logp_aligned, mask)
+    l1_rows = _row_means(misalign_terms, negative_tokens)
+    row_loss = torch.where(negative, (l2_rows + l1_rows) / 2, l2_rows)
+    rows = mask.any(dim=1)
+    loss = _masked_mean(row_loss, rows)
+    return CutLoss(loss=loss, l1=_masked_mean(l1_rows, rows & negative), l2=_masked_mean(l2_rows, rows), flagged=flagged)

@@ -131,7 +131,8 @@ def train(
                 batch = collate(rows_of_batch, pad_id).to(device)
                 with autocast:
                     logp_aligned, logp_misaligned = response_logprobs(model, batch, config.logit_chunk_tokens)
-                out = cut_loss(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam, config.alpha)
+                out = cut_loss(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam, config.alpha,
+                               config.reduction)
                 accelerator.backward(out.loss / len(group))
                 sums["loss"] += out.loss.item() / len(group)
                 sums["l1"] += out.l1.item() / len(group)

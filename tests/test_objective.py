@@ -32,6 +32,36 @@ def reference_cut_loss(logp_al, logp_mis, mask, negative, lam, alpha):
     return l1 + l2, l1, l2, flagged
 
 
+def reference_example_loss(logp_al, logp_mis, mask, negative, lam, alpha):
+    """The official weighting, row by row: token means per row, an Align-N row's loss (L2 + L1) / 2,
+    the batch loss the mean of the rows' losses."""
+    row_losses, l1_rows, l2_rows = [], [], []
+    flagged = torch.zeros_like(mask)
+    for b in range(mask.shape[0]):
+        l2_terms, l1_terms = [], []
+        for t in range(mask.shape[1]):
+            if not mask[b, t]:
+                continue
+            l2_terms.append(-logp_al[b, t])
+            if not negative[b]:
+                continue
+            if math.exp(logp_al[b, t].item()) > lam * math.exp(logp_mis[b, t].item()):
+                flagged[b, t] = True
+                l1_terms.append(-alpha * torch.log(1 - torch.exp(logp_mis[b, t])))
+            else:
+                l1_terms.append(-logp_mis[b, t])
+        l2_row = sum(l2_terms) / len(l2_terms)
+        l2_rows.append(l2_row)
+        if negative[b]:
+            l1_row = sum(l1_terms) / len(l1_terms)
+            l1_rows.append(l1_row)
+            row_losses.append((l2_row + l1_row) / 2)
+        else:
+            row_losses.append(l2_row)
+    l1 = sum(l1_rows) / len(l1_rows) if l1_rows else torch.zeros((), dtype=torch.float64)
+    return sum(row_losses) / len(row_losses), l1, sum(l2_rows) / len(l2_rows), flagged
+
+
 def random_batch(seed: int, negatives: list[bool], T: int = 9):
     g = torch.Generator().manual_seed(seed)
     B = len(negatives)
@@ -44,21 +74,57 @@ def random_batch(seed: int, negatives: list[bool], T: int = 9):
     return logp[0].clone(), logp[1].clone(), mask, torch.tensor(negatives)
 
 
-@pytest.mark.parametrize(
+BATCHES = pytest.mark.parametrize(
     "negatives",
     [[True, False, True, True, False], [False, False, False], [True, True], [True]],
     ids=["mixed", "no-align-n", "all-align-n", "single"],
 )
-@pytest.mark.parametrize("lam,alpha", [(1.1, 1.0), (1.5, 0.25), (1.0, 0.5)])
-@pytest.mark.parametrize("seed", [0, 1, 2])
+HYPER_PARAMETERS = pytest.mark.parametrize("lam,alpha", [(1.1, 1.0), (1.5, 0.25), (1.0, 0.5)])
+SEEDS = pytest.mark.parametrize("seed", [0, 1, 2])
+
+
+@BATCHES
+@HYPER_PARAMETERS
+@SEEDS
 def test_cut_loss_matches_reference_values_flags_and_gradients(negatives, lam, alpha, seed):
+    assert_matches_reference(seed, negatives, lam, alpha, "token", reference_cut_loss)
+
+
+@BATCHES
+@HYPER_PARAMETERS
+@SEEDS
+def test_example_reduction_matches_the_official_per_row_weighting(negatives, lam, alpha, seed):
+    assert_matches_reference(seed, negatives, lam, alpha, "example", reference_example_loss)
+
+
+def test_example_reduction_weighs_rows_not_tokens():
+    """A long Align-P row and a one-token Align-N row: per row, the short row weighs as much as the long one."""
+    logp_al = torch.log(torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.25, 1.0, 1.0, 1.0]], dtype=torch.float64))
+    logp_mis = torch.log(torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.5, 1.0, 1.0, 1.0]], dtype=torch.float64))
+    mask = torch.tensor([[True] * 4, [True, False, False, False]])
+    negative = torch.tensor([False, True])
+    token = cut_loss(logp_al, logp_mis, mask, negative, lam=1.1, reduction="token")
+    example = cut_loss(logp_al, logp_mis, mask, negative, lam=1.1, reduction="example")
+    assert token.loss.item() == pytest.approx((4 * math.log(2) + math.log(4)) / 5 + math.log(2))
+    assert example.loss.item() == pytest.approx((math.log(2) + (math.log(4) + math.log(2)) / 2) / 2)
+    assert example.l2.item() == pytest.approx((math.log(2) + math.log(4)) / 2)
+    assert torch.equal(token.flagged, example.flagged)
+
+
+def test_an_unknown_reduction_is_refused():
+    logp, mask = torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool)
+    with pytest.raises(ValueError, match="reduction 'sum'"):
+        cut_loss(logp, logp, mask, torch.tensor([False]), reduction="sum")
+
+
+def assert_matches_reference(seed, negatives, lam, alpha, reduction, reference):
     logp_al, logp_mis, mask, negative = random_batch(seed, negatives)
     ours_al, ours_mis = logp_al.clone().requires_grad_(), logp_mis.clone().requires_grad_()
     ref_al, ref_mis = logp_al.clone().requires_grad_(), logp_mis.clone().requires_grad_()
 
-    out = cut_loss(ours_al, ours_mis, mask, negative, lam=lam, alpha=alpha)
+    out = cut_loss(ours_al, ours_mis, mask, negative, lam=lam, alpha=alpha, reduction=reduction)
     out.loss.backward()
-    loss, l1, l2, flagged = reference_cut_loss(ref_al, ref_mis, mask, negative, lam, alpha)
+    loss, l1, l2, flagged = reference(ref_al, ref_mis, mask, negative, lam, alpha)
     loss.backward()
 
     assert torch.equal(out.flagged, flagged)

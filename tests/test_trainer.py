@@ -40,6 +40,13 @@ def test_every_objective_trains_and_saves_a_peft_adapter(tiny_model, tmp_path):
     assert result.rows == 2 and list(result.flagged) == []  # hindsight: no Align-N row
 
 
+def test_example_reduction_halves_an_align_n_rows_loss_as_the_official_code(tiny_model, tmp_path):
+    triples = arithmetic_triples([("Add 4 and 4.", "9", "Wrong: 4 + 4 = 8.")])
+    config = CutConfig(reduction="example", micro_batch_size=1)
+    [step] = train(config, str(tiny_model), triples, tmp_path, progress=False).steps
+    assert step["loss"] == pytest.approx((step["l1"] + step["l2"]) / 2)
+
+
 def test_a_round_of_one_optimizer_step_changes_the_adapter(tiny_model, tmp_path):
     """The default warm-up must not leave a tiny round's only step at learning rate 0."""
     from safetensors.torch import load_file
