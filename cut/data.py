@@ -16,6 +16,7 @@ class Triple:
     input: str
     response: str
     judgment: str | None  # None: the response was judged fine (Align-P); text: what is wrong (Align-N)
+    score: float | None = None  # the judge's score where it gives one (model judges: 1-10); DPO pairs by it
 
     @property
     def negative(self) -> bool:

@@ -30,14 +30,17 @@ $response
 First analyse the strengths and weaknesses of the response as an answer to this instruction: \
 is it correct, does it follow every constraint of the instruction, is it helpful and complete? \
 Then decide: "positive" if the response is acceptable as it is, "negative" if it is not. \
-A negative judgment says what is wrong.
+A negative judgment says what is wrong. Score the response from 1 (useless) to 10 (perfect).
 Reply with only this JSON object: \
-{"judgment": "<your analysis in at most three sentences>", "verdict": "positive" or "negative"}"""
+{"judgment": "<your analysis in at most three sentences>", "verdict": "positive" or "negative", \
+"score": <an integer from 1 to 10>}"""
 
 REPAIR_INSTRUCTION = (
     "Your reply could not be used: {reason}. Reply again with only the JSON object "
-    '{{"judgment": "<at most three sentences>", "verdict": "positive" or "negative"}} and nothing else.'
+    '{{"judgment": "<at most three sentences>", "verdict": "positive" or "negative", '
+    '"score": <an integer from 1 to 10>}} and nothing else.'
 )
+SCORES = list(range(1, 11))
 
 PLACEHOLDERS = ("instruction", "input", "input_section", "response")
 
@@ -49,23 +52,27 @@ class JudgeReply(BaseModel):
 
     judgment: str = Field(min_length=1)
     verdict: Literal["positive", "negative"]
-    score: float | None = None
+    score: int | None = Field(None, ge=SCORES[0], le=SCORES[-1], description="None: a custom prompt that asks for none")
 
 
 def reply_json_schema(judgment_max_chars: int | None) -> dict[str, Any]:
     """The `response_format` for servers with structured output (OpenAI, vLLM).
 
-    `score` stays out of the schema: strict mode requires every property, and the score is
-    optional. A `maxLength` on the judgment stops a small critic from looping inside the
-    string until it runs out of tokens.
+    Strict mode requires every property, so the score is required here, as an enum (integer
+    bounds are not supported by every structured-output backend). A `maxLength` on the
+    judgment stops a small critic from looping inside the string until it runs out of tokens.
     """
     judgment: dict[str, Any] = {"type": "string"}
     if judgment_max_chars is not None:
         judgment["maxLength"] = judgment_max_chars
     schema = {
         "type": "object",
-        "properties": {"judgment": judgment, "verdict": {"type": "string", "enum": ["positive", "negative"]}},
-        "required": ["judgment", "verdict"],
+        "properties": {
+            "judgment": judgment,
+            "verdict": {"type": "string", "enum": ["positive", "negative"]},
+            "score": {"type": "integer", "enum": SCORES},
+        },
+        "required": ["judgment", "verdict", "score"],
         "additionalProperties": False,
     }
     return {"type": "json_schema", "json_schema": {"name": "judgment", "strict": True, "schema": schema}}

@@ -201,7 +201,8 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
         ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
         return None
     triples = [
-        Triple(t.instruction, t.input, t.response, t.judgment if t.verdict == "negative" else None) for t in stored
+        Triple(t.instruction, t.input, t.response, t.judgment if t.verdict == "negative" else None, t.score)
+        for t in stored
     ]
     parent = ctx.adapter(state.adapter_in)
     out_dir = adapter_dir(ctx, round)

@@ -175,7 +175,20 @@ def m002_views(db: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_views]
+def m003_triples_score(db: duckdb.DuckDBPyConnection) -> None:
+    """The judge's 1-10 score beside each verdict (NULL where the judge gives none), for DPO's pairs."""
+    db.execute("""
+        CREATE OR REPLACE VIEW triples AS
+        SELECT r.run, r.round, r.adapter_id AS adapter, p.instruction, p.input, r.text AS response,
+               j.judgment, j.verdict, j.judge, j.created_at, r.response_id, j.score
+        FROM responses r
+        JOIN prompts p USING (prompt_id)
+        JOIN judgments j USING (response_id)
+        WHERE j.verdict IN ('positive', 'negative');
+    """)
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_views, m003_triples_score]
 
 
 def apply_migrations(db: duckdb.DuckDBPyConnection) -> list[str]:

@@ -158,3 +158,4 @@ class Triple(Record):
     judge: str
     created_at: datetime
     response_id: str
+    score: float | None = Field(None, description="the judge's score (1-10 for model judges); None: it gave none")

@@ -97,7 +97,8 @@ def build_app(fault_rate: float, latency_s: float, hang_s: float) -> web.Applica
             return web.json_response(completion(body, "I think this response is quite good overall!", item))
         await asyncio.sleep(latency_s)
         verdict = "positive" if item % 2 else "negative"
-        content = json.dumps({"judgment": f"The response was checked ({verdict}).", "verdict": verdict})
+        score = 7 + item % 4 if verdict == "positive" else 1 + item % 6
+        content = json.dumps({"judgment": f"The response was checked ({verdict}).", "verdict": verdict, "score": score})
         return web.json_response(completion(body, content, item))
 
     async def get_stats(_: web.Request) -> web.Response:

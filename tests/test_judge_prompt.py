@@ -6,7 +6,7 @@ import pytest
 
 from judges.config import JudgeConfig
 from judges.judgment import JudgeItem
-from judges.prompt import DEFAULT_USER_TEMPLATE, MalformedReply, judge_messages, parse_reply
+from judges.prompt import DEFAULT_USER_TEMPLATE, MalformedReply, judge_messages, parse_reply, reply_json_schema
 
 
 def test_parser_reads_the_json_object_even_inside_a_code_fence() -> None:
@@ -41,3 +41,20 @@ def test_prompt_fills_the_item_in_and_asks_for_the_json_object() -> None:
 def test_config_refuses_a_template_with_an_unknown_placeholder() -> None:
     with pytest.raises(ValueError, match="unknown placeholder"):
         JudgeConfig(user_template="$instruction $response $answer")
+
+
+def test_the_judge_is_asked_for_a_score_from_one_to_ten_in_the_same_object() -> None:
+    assert '"score": <an integer from 1 to 10>' in DEFAULT_USER_TEMPLATE
+    schema = reply_json_schema(judgment_max_chars=300)["json_schema"]["schema"]
+    assert schema["required"] == ["judgment", "verdict", "score"]
+    assert schema["properties"]["score"]["enum"] == list(range(1, 11))
+
+
+@pytest.mark.parametrize("score", [0, 11, 6.5])
+def test_a_score_outside_one_to_ten_is_a_malformed_reply(score) -> None:
+    with pytest.raises(MalformedReply, match="wrong fields \\(score"):
+        parse_reply(f'{{"judgment": "ok", "verdict": "positive", "score": {score}}}', "stop")
+
+
+def test_a_reply_without_a_score_still_parses_for_prompts_that_ask_for_none() -> None:
+    assert parse_reply('{"judgment": "ok", "verdict": "positive"}', "stop").score is None
