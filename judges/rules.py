@@ -17,6 +17,28 @@ from judges.judgment import JudgeItem, Judgment
 
 _SUM = re.compile(r"(-?\d+)\s*\+\s*(-?\d+)")
 _INTEGER = re.compile(r"-?\d+")
+
+_UNITS = "zero one two three four five six seven eight nine".split()
+_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUMBER_WORDS = {**{w: i for i, w in enumerate(_UNITS + _TEENS)}, **{w: 10 * i for i, w in enumerate(_TENS, 2)}}
+_BELOW_HUNDRED = rf"(?:(?:{'|'.join(_TENS)})(?:[- ](?:{'|'.join(_UNITS[1:])}))?|{'|'.join(_TEENS)}|{'|'.join(_UNITS)})"
+# An integer or a number in words up to 999 ("eighty-five", "one hundred and two"), not the
+# first operand of a further sum ("= 47 + 30 + 8 = 85" states 85, not 47).
+_NUMBER = (rf"(?<![\w-])(?P<n>-?\d+|(?:(?:{'|'.join(_UNITS[1:])})\s+hundred(?:\s+(?:and\s+)?{_BELOW_HUNDRED})?|{_BELOW_HUNDRED}))"
+           r"\b(?!\s*(?:[+*/×]|-\s*\d))")
+_EQUATION = re.compile(rf"(?P<a>-?\d+)\s*\+\s*(?P<b>-?\d+)\s*=\s*{_NUMBER}", re.IGNORECASE)
+# A number ending the response, unless it ends an echoed sum ("... 47 and 38").
+_NOT_AFTER_AN_OPERATOR = "(?<![+\\s])" + "".join(rf"(?<!\b{word})" for word in ("and", "plus", "to", "of", "with", "add"))
+# Where a response states an answer: after '=', after "the answer is", before "is the sum",
+# at its end ("... makes 86."), or as the whole response.
+_STATEMENTS = [
+    re.compile(rf"=\s*{_NUMBER}", re.IGNORECASE),
+    re.compile(rf"\b(?:answer|sum|total|result)\s*(?:is|equals|=)?\s*:?\s*{_NUMBER}", re.IGNORECASE),
+    re.compile(rf"{_NUMBER}\s+is\s+the\s+(?:answer|sum|total|result)\b", re.IGNORECASE),
+    re.compile(rf"{_NOT_AFTER_AN_OPERATOR}\s+{_NUMBER}[\s.!]*$", re.IGNORECASE),
+    re.compile(rf"^\s*{_NUMBER}[\s.!]*$", re.IGNORECASE),
+]
 _MAX_WORDS = re.compile(r"(?:at most|no more than|up to|fewer than|under)\s+(\d+)\s+words", re.IGNORECASE)
 _LOWER = re.compile(r"\blower[- ]?case\b", re.IGNORECASE)
 _UPPER = re.compile(r"\b(?:upper[- ]?case|all capitals|all caps)\b", re.IGNORECASE)
@@ -42,8 +64,9 @@ class RuleCritic(Judge):
 
 
 class AdditionCritic(RuleCritic):
-    """Checks the answer to a two-digit addition. The answer is the first integer after an
-    '=' when the response restates the sum ("47 + 38 = 85"), else its first integer.
+    """Checks the answer to a two-digit addition. The answer is read only where the response
+    states one (`_stated_answer`), never from an operand it echoes ("47 + 38 is a sum"
+    states none), and may be written in words ("eighty-five").
 
     A negative judgment quotes the response, as a human or GPT-4 judge quotes what it
     blames: CUT flags the tokens a judgment makes likelier, and quoting makes the blamed
@@ -59,7 +82,7 @@ class AdditionCritic(RuleCritic):
         a, b = operands
         total = a + b
         equation = f"{a} + {b} = {total}"
-        answer = _stated_answer(item.response)
+        answer = _stated_answer(item.response, operands)
         quoted = _quote(item.response)
         if answer is None:
             return self._verdict(False, f"The response {quoted} gives no number; {equation}.")
@@ -81,10 +104,26 @@ def _quote(response: str, limit: int = 120) -> str:
     return f'"{text if len(text) <= limit else text[: limit - 1] + "…"}"'
 
 
-def _stated_answer(response: str) -> int | None:
-    _, equals, after = response.partition("=")
-    match = _INTEGER.search(after if equals else response)
-    return int(match.group()) if match else None
+def _stated_answer(response: str, operands: tuple[int, int]) -> int | None:
+    """The number the response gives as the sum: in its last restatement of the question's sum
+    ("47 + 38 = 85"), else in its last statement of an answer anywhere."""
+    restated = [m for m in _EQUATION.finditer(response) if sorted((int(m["a"]), int(m["b"]))) == sorted(operands)]
+    if restated:
+        return _number(restated[-1]["n"])
+    statements = [m for pattern in _STATEMENTS for m in pattern.finditer(response)]
+    return _number(max(statements, key=lambda m: m.start("n"))["n"]) if statements else None
+
+
+def _number(text: str) -> int:
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    value = 0
+    for word in re.split(r"[\s-]+", text.lower()):
+        if word == "hundred":
+            value *= 100
+        elif word != "and":
+            value += _NUMBER_WORDS[word]
+    return value
 
 
 class FormatCritic(RuleCritic):

@@ -22,6 +22,51 @@ def test_addition_critic_writes_what_is_wrong_or_right(response: str, verdict: s
     assert (judgment.status, judgment.verdict, judgment.judgment) == ("ok", verdict, text)
 
 
+@pytest.mark.parametrize(
+    ("response", "verdict", "text"),
+    [
+        ("47 + 38 is a classic arithmetic operation with", "negative",
+         'The response "47 + 38 is a classic arithmetic operation with" gives no number; 47 + 38 = 85.'),
+        ("To add 47 and 38, line up the tens and the ones.", "negative",
+         'The response "To add 47 and 38, line up the tens and the ones." gives no number; 47 + 38 = 85.'),
+        ("The sum of 47 and 38", "negative", 'The response "The sum of 47 and 38" gives no number; 47 + 38 = 85.'),
+        ("The sum of 47 and 38 is 85.", "positive", "The response is correct: 47 + 38 = 85."),
+    ],
+)
+def test_addition_critic_never_takes_an_echoed_operand_for_the_answer(response: str, verdict: str, text: str) -> None:
+    [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
+    assert (judgment.verdict, judgment.judgment) == (verdict, text)
+
+
+@pytest.mark.parametrize(
+    ("response", "verdict", "text"),
+    [
+        ("40 + 30 = 70 and 7 + 8 = 15, so 47 + 38 = 85.", "positive", "The response is correct: 47 + 38 = 85."),
+        ("47 + 38 = 47 + 30 + 8 = 85", "positive", "The response is correct: 47 + 38 = 85."),
+        ("40 + 30 = 70, 7 + 8 = 15, so the answer is 84.", "negative",
+         'The response "40 + 30 = 70, 7 + 8 = 15, so the answer is 84." is incorrect: 47 + 38 = 85, not 84.'),
+        ("Adding 40 and 30 gives 70, plus 15 makes 86", "negative",
+         'The response "Adding 40 and 30 gives 70, plus 15 makes 86" is incorrect: 47 + 38 = 85, not 86.'),
+    ],
+)
+def test_addition_critic_reads_the_stated_answer_among_several_numbers(response: str, verdict: str, text: str) -> None:
+    [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
+    assert (judgment.verdict, judgment.judgment) == (verdict, text)
+
+
+@pytest.mark.parametrize(
+    ("response", "verdict", "text"),
+    [
+        ("The answer is eighty-five.", "positive", "The response is correct: 47 + 38 = 85."),
+        ("Forty-seven plus thirty-eight is Eighty five", "positive", "The response is correct: 47 + 38 = 85."),
+        ("It is eighty-four.", "negative", 'The response "It is eighty-four." is incorrect: 47 + 38 = 85, not 84.'),
+    ],
+)
+def test_addition_critic_reads_an_answer_written_in_words(response: str, verdict: str, text: str) -> None:
+    [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
+    assert (judgment.verdict, judgment.judgment) == (verdict, text)
+
+
 def test_addition_critic_quotes_a_long_response_shortened_to_one_line() -> None:
     response = "Let me think.\n" + "So many words here. " * 10
     [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
