@@ -10,6 +10,7 @@ import base64
 import io
 import itertools
 import re
+import unicodedata
 from pathlib import Path
 
 from prefect.artifacts import (
@@ -81,17 +82,13 @@ def flagged_markdown(ctx: RunContext, round: int) -> str:
         ids = tokenizer(example["response"], add_special_tokens=False).input_ids
         flagged = set(example["flagged"])
         runs = itertools.groupby(enumerate(ids), key=lambda item: item[0] in flagged)
-        shown = "".join(
-            _bold(text) if is_flagged else text
-            for is_flagged, items in runs
-            for text in [tokenizer.decode([token for _, token in items])]
-        )
+        pieces = [(tokenizer.decode([token for _, token in items]), is_flagged) for is_flagged, items in runs]
         lines += [
-            f"**Instruction:** {example['instruction']}",
+            f"**Instruction:** {plain_markdown(example['instruction'])}",
             "",
-            f"**Judgment:** {example['judgment']}",
+            f"**Judgment:** {plain_markdown(example['judgment'])}",
             "",
-            f"**Response** (flagged tokens in bold): {shown}",
+            f"**Response** (flagged tokens in bold): {bold_markdown(pieces)}",
             "",
             "---",
         ]
@@ -168,10 +165,52 @@ def publish_run(ctx: RunContext) -> None:
         )
 
 
+def plain_markdown(text: str) -> str:
+    """`text` as inline markdown that renders as itself."""
+    return bold_markdown([(text, False)])
+
+
+def bold_markdown(pieces: list[tuple[str, bool]]) -> str:
+    """The pieces' text as inline markdown that renders as itself, the pieces marked True in bold.
+
+    Every ASCII punctuation character is escaped, so nothing in the text (`*`, `_`, a backtick,
+    `[`, `<`, `#`, `1.` at a line's start) becomes markup, and line breaks are hard breaks, so a
+    blank line in the text cannot end the paragraph and leave a `**` open."""
+    lines: list[list[tuple[str, bool]]] = [[]]
+    for text, bold in pieces:
+        for index, part in enumerate(_LINE_BREAK.split(text)):
+            if index:
+                lines.append([])
+            lines[-1].append((part, bold))
+    # A hard break before nothing but blank lines would end the paragraph and print its `\`.
+    while len(lines) > 1 and not "".join(text for text, _ in lines[-1]).strip():
+        lines.pop()
+    return "\\\n".join("".join(_bold(text) if bold else _escaped(text) for text, bold in line) for line in lines)
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+# Invisible; written inside a `**` next to punctuation. CommonMark opens bold before punctuation
+# only after a space or punctuation, and closes it after punctuation only before one, so
+# "through**. Combine**" prints its markers; "through**\u2060. Combine**" is bold.
+_WORD_JOINER = "\u2060"
+
+
+def _escaped(text: str) -> str:
+    return _ASCII_PUNCTUATION.sub(lambda match: "\\" + match.group(), text)
+
+
 def _bold(text: str) -> str:
     """Markdown bold around a run of tokens; whitespace stays outside the markers, where markdown needs it."""
     core = text.strip()
     if not core:
         return text
     start = text.index(core)
-    return f"{text[:start]}**{core}**{text[start + len(core):]}"
+    opening = "**" + (_WORD_JOINER if _is_punctuation(core[0]) else "")
+    closing = (_WORD_JOINER if _is_punctuation(core[-1]) else "") + "**"
+    return f"{text[:start]}{opening}{_escaped(core)}{closing}{text[start + len(core):]}"
+
+
+def _is_punctuation(character: str) -> bool:
+    """CommonMark's Unicode punctuation: general categories P and S."""
+    return unicodedata.category(character)[0] in "PS"
