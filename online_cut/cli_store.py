@@ -7,11 +7,14 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from online_cut.console import fail
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 store_app = typer.Typer()
 
@@ -46,7 +49,7 @@ def import_command(
     file: Path = typer.Argument(..., help="CUT triples: a .json list, .jsonl or .parquet of id, instruction, input, output, judgment"),
     db: Path = typer.Option(None, "--db", help=DB_HELP),
     run: str = typer.Option(None, "--run", help="the run to import into (default: the file name without suffix)"),
-    round: int = typer.Option(0, "--round", min=0, help="the round the triples belong to"),
+    round: int = typer.Option(0, "--round", min=0, max=2**31 - 1, help="the round the triples belong to"),
     wait: float = typer.Option(None, "--wait", min=0, help=WAIT_HELP),
 ) -> None:
     """Import judged triples as a round of a run; all or nothing, and importing again adds nothing."""
@@ -59,7 +62,7 @@ def import_command(
     try:
         store = Store(db or defaults.db, lock_timeout_s=defaults.lock_timeout_s if wait is None else wait)
         summary = import_file(store, file, run, round)
-    except (CutFormatError, StoreLocked, ValueError) as exc:
+    except (CutFormatError, StoreLocked, ValueError) as exc:  # ImportConflict and StoreError among them
         raise fail(f"{exc}\nnothing was imported") from None
     typer.echo(
         f"{file}: read {summary.read} records; added {summary.added} triples to run {summary.run!r} round {summary.round}; "
@@ -107,35 +110,66 @@ def sql_command(
     db: Path = typer.Option(None, "--db", help=DB_HELP),
     format: TableFormat = typer.Option(TableFormat.table, "--format", help="table (readable), csv or json"),
     exports: Path = typer.Option(None, "--exports", help="Parquet exports to read while a writer holds the store (default: storage.exports_dir)"),
+    timeout: float = typer.Option(
+        None, "--timeout", min=0.001, help="seconds before the query is interrupted (default: storage.sql_timeout_s, 20)"
+    ),
+    memory_limit: str = typer.Option(
+        None, "--memory-limit", help="the most memory the query may use, e.g. 4GB (default: storage.sql_memory_limit, 2GB)"
+    ),
 ) -> None:
-    """Query the store read-only: views triples and round_summary, and every table (see docs/sql.md)."""
-    from online_cut.console import err
+    """Query the store read-only: views triples and round_summary, and every table (see docs/sql.md).
+
+    Only reads run: SELECT, SHOW, DESCRIBE, SUMMARIZE and EXPLAIN of a SELECT. The query cannot write, read
+    files outside the store, or install extensions, and it is interrupted after --timeout seconds, so it
+    never keeps the pipeline from writing for long.
+    """
+    from online_cut.console import as_text, err
     from storage.sql import QueryFailed, QueryRefused, StoreUnavailable, run_query
 
     defaults = storage_defaults()
+    if memory_limit is not None:
+        try:
+            defaults.sql_memory_limit = memory_limit
+        except ValueError:
+            raise fail(f"--memory-limit {memory_limit!r}: expected a size such as 512MB or 4GB") from None
     try:
-        result = run_query(query, db or defaults.db, exports or defaults.exports_dir, wait_s=defaults.reader_wait_s)
+        result = run_query(
+            query,
+            db or defaults.db,
+            exports or defaults.exports_dir,
+            wait_s=defaults.reader_wait_s,
+            timeout_s=timeout or defaults.sql_timeout_s,
+            memory_limit=defaults.sql_memory_limit,
+        )
     except (QueryRefused, QueryFailed, StoreUnavailable) as exc:
         raise fail(str(exc)) from None
     if result.note:
-        err.print(f"[yellow]note:[/] {result.note}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]note:[/] {as_text(result.note)}", highlight=False, soft_wrap=True)
     print_rows(result.columns, result.rows, format)
 
 
 def print_rows(columns: list[str], rows: list[tuple[Any, ...]], format: TableFormat) -> None:
+    """Rows as a table, CSV or JSON; stored text prints as the characters it holds (see `online_cut.console`)."""
+    from online_cut.console import visible, visible_json
+
     if format is TableFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
+        writer.writerow([visible(c) for c in columns])
+        writer.writerows([visible(v) if isinstance(v, str) else v for v in row] for row in rows)
     elif format is TableFormat.json:
-        typer.echo(json.dumps([dict(zip(columns, row)) for row in rows], ensure_ascii=False, indent=2, default=str))
+        text = json.dumps([dict(zip(columns, row)) for row in rows], ensure_ascii=False, indent=2, default=str)
+        typer.echo(visible_json(text))
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         console = Console()
+        headers = [Text(visible(c)) for c in columns]
         if len(columns) * MIN_COLUMN_WIDTH <= console.width:
-            table = Table(*columns, caption=f"{len(rows)} rows")
+            table = Table(caption=f"{len(rows)} rows")
+            for header in headers:
+                table.add_column(header)
             for row in rows:
                 table.add_row(*(_cell(value) for value in row))
             console.print(table)
@@ -143,15 +177,19 @@ def print_rows(columns: list[str], rows: list[tuple[Any, ...]], format: TableFor
         # Too many columns side by side: one block of `column  value` lines per row, like psql's \x.
         for number, row in enumerate(rows, start=1):
             table = Table(show_header=False, title=f"row {number}", title_justify="left", box=None)
-            for column, value in zip(columns, row):
-                table.add_row(f"[bold]{column}[/]", _cell(value))
+            for header, value in zip(headers, row):
+                table.add_row(Text(header.plain, style="bold"), _cell(value))
             console.print(table)
         console.print(f"{len(rows)} rows")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    from rich.text import Text
+
+    from online_cut.console import visible
+
     if value is None:
-        return "NULL"
+        return Text("NULL")
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
-    return str(value)
+        return Text(f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip("."))
+    return Text(visible(str(value)))

@@ -24,3 +24,12 @@ class StorageConfig(StrictModel):
     reader_wait_s: float = Field(
         2.0, ge=0, description="how long `online-cut sql` waits for the lock before reading the Parquet exports"
     )
+    sql_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="`online-cut sql` interrupts a statement after this long; keep it under lock_timeout_s, since "
+        "the store cannot be written while a query reads it",
+    )
+    sql_memory_limit: str = Field(
+        "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="the most memory one `online-cut sql` query may use"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import duckdb
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
@@ -39,8 +40,10 @@ def lock_holder(exc: BaseException) -> str:
     return f"PID {found['pid']} ({found['program']})" if found else str(exc)
 
 
-def connect(path: Path, *, read_only: bool = False, timeout_s: float = 30.0) -> duckdb.DuckDBPyConnection:
-    """Open `path`, retrying while another process holds its lock for up to `timeout_s` seconds."""
+def connect(
+    path: Path, *, read_only: bool = False, timeout_s: float = 30.0, config: dict[str, Any] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open `path` (with DuckDB settings `config`), retrying while another process holds its lock for up to `timeout_s` seconds."""
     retrying = Retrying(
         retry=retry_if_exception(_is_lock_conflict),
         stop=stop_after_delay(timeout_s),
@@ -48,7 +51,7 @@ def connect(path: Path, *, read_only: bool = False, timeout_s: float = 30.0) -> 
         reraise=True,
     )
     try:
-        return retrying(duckdb.connect, str(path), read_only=read_only)
+        return retrying(duckdb.connect, str(path), read_only=read_only, config=config or {})
     except duckdb.IOException as exc:
         if _is_lock_conflict(exc):
             raise StoreLocked(path, lock_holder(exc), timeout_s) from None
