@@ -153,13 +153,29 @@ def parse_config(data: Any, source: str) -> Config:
         raise ConfigError(f"{source}: invalid config\n{lines}") from None
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: a config has no use for them, and a few nested ones expand to megabytes."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a config; write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate a YAML config; `overrides` are merged into its top level first."""
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file (give the path of a YAML config)")
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if overrides:

@@ -56,9 +56,14 @@ def read_records(path: Path) -> list[tuple[str, Any]]:
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise CutFormatError(f"{path}: unknown format; expected one of {', '.join(SUFFIXES)}")
-    if not path.is_file():
+    if not path.exists():
         raise CutFormatError(f"{path}: no such file")
-    return list(reader(path))
+    if not path.is_file():
+        raise CutFormatError(f"{path}: not a regular file (a directory, FIFO or device cannot be read as records)")
+    try:
+        return list(reader(path))
+    except RecursionError:
+        raise CutFormatError(f"{path}: JSON nested too deeply to read") from None
 
 
 def read_cut_records(path: Path) -> list[CutRecord]:
@@ -119,7 +124,8 @@ def _json_list_items(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _json_lines_items(path: Path) -> Iterator[tuple[str, Any]]:
     number = 0
-    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+    # Only "\n" ends a line: str.splitlines() also splits at U+2028 and U+0085, which JSON leaves unescaped.
+    for line_number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         number += 1

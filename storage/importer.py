@@ -17,9 +17,17 @@ from pydantic import TypeAdapter, ValidationError
 
 from storage.cut_format import CutRecord, read_cut_records
 from storage.records import Judgment, Prompt, Response, RunName
-from storage.store import Store
+from storage.store import Store, Transaction
 
 IMPORT_JUDGE = "imported"
+# Rounds are stored as 32-bit integers.
+MAX_ROUND = 2**31 - 1
+# How many conflicting records an error lists before it only counts the rest.
+CONFLICTS_SHOWN = 5
+
+
+class ImportConflict(ValueError):
+    """Records that map to stored triples of the same run and round but hold other text; nothing is imported."""
 
 
 @dataclass(frozen=True)
@@ -54,16 +62,41 @@ def import_file(store: Store, path: Path, run: str | None = None, round: int = 0
     """Import a .json/.jsonl/.parquet file of CUT triples as a round of `run` (default: the file's stem)."""
     records = read_cut_records(path)
     run = check_run_name(run or default_run_name(path))
-    if round < 0:
-        raise ValueError(f"round {round} is not allowed: rounds count from 0")
+    if not 0 <= round <= MAX_ROUND:
+        raise ValueError(f"round {round} is not allowed: rounds count from 0 to {MAX_ROUND}")
     prompts, responses, judgments = _triples(records, run, round, source=f"import:{path.name}")
     with store.transaction() as tx:
+        _refuse_conflicts(tx, path, run, round, responses, judgments)
         tx.add_run(run, source=f"import:{path.name}")
         tx.start_round(run, round, status="imported")
         tx.add_prompts(prompts)
         tx.add_responses(responses)
         added = tx.add_judgments(judgments)
     return ImportSummary(path=path, run=run, round=round, read=len(records), added=added)
+
+
+def _refuse_conflicts(
+    tx: Transaction, path: Path, run: str, round: int, responses: list[Response], judgments: list[Judgment]
+) -> None:
+    """Importing again adds nothing only when the stored triple is the same; other text under the same
+    key (a different file of the same name, an edited file) would be dropped silently, so it is refused."""
+    stored = tx.stored_texts([r.response_id for r in responses], IMPORT_JUDGE)
+    conflicts = []
+    for index, (response, judgment) in enumerate(zip(responses, judgments), start=1):
+        if response.response_id not in stored:
+            continue
+        text, verdict, judgment_text = stored[response.response_id]
+        if text != response.text:
+            conflicts.append(f"record {index}: its output differs from the stored response {response.response_id}")
+        elif verdict is not None and (verdict, judgment_text) != (judgment.verdict, judgment.judgment):
+            conflicts.append(f"record {index}: its judgment differs from the stored one of response {response.response_id}")
+    if conflicts:
+        more = f"\n  ... and {len(conflicts) - CONFLICTS_SHOWN} more" if len(conflicts) > CONFLICTS_SHOWN else ""
+        raise ImportConflict(
+            f"{path}: {len(conflicts)} records would replace different triples already stored in run {run!r} "
+            f"round {round}:\n  " + "\n  ".join(conflicts[:CONFLICTS_SHOWN]) + more
+            + "\nimport it under another run (--run NAME) or round (--round N)"
+        )
 
 
 def _triples(records: list[CutRecord], run: str, round: int, source: str) -> tuple[list[Prompt], list[Response], list[Judgment]]:

@@ -46,6 +46,10 @@ from storage.redact import redact_payload, scrub_text, secret_env_values
 _STEP_COLUMN: dict[str, str] = {"sample": "sample_s", "judge": "judge_s", "train": "train_s", "eval": "eval_s"}
 
 
+class StoreError(ValueError):
+    """A store path that cannot hold a store; the message names the path."""
+
+
 class Transaction:
     """The write methods, all inside one open transaction (from `Store.transaction()`)."""
 
@@ -103,6 +107,16 @@ class Transaction:
             key=("response_id", "judge"),
             replace_where="judgments.verdict = 'failed'",
         )
+
+    def stored_texts(self, response_ids: Sequence[str], judge: str) -> dict[str, tuple[str, str | None, str | None]]:
+        """(response text, verdict, judgment by `judge`) of those of `response_ids` already stored."""
+        rows = self.db.execute(
+            "SELECT r.response_id, r.text, j.verdict, j.judgment FROM responses r "
+            "LEFT JOIN judgments j ON j.response_id = r.response_id AND j.judge = ? "
+            "WHERE r.response_id IN (SELECT unnest(?::VARCHAR[]))",
+            [judge, list(response_ids)],
+        ).fetchall()
+        return {response_id: (text, verdict, judgment) for response_id, text, verdict, judgment in rows}
 
     def add_adapter(self, adapter: Adapter) -> int:
         return self._insert("adapters", [adapter.model_dump()], key=("adapter_id",))
@@ -179,6 +193,9 @@ class Store:
         return cls(config.db, lock_timeout_s=config.lock_timeout_s)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self.path.exists() and not self.path.is_file():
+            # DuckDB would fail on a directory with a traceback and block forever on a FIFO.
+            raise StoreError(f"{self.path}: not a regular file, so not a DuckDB store (pass --db the path of one)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = connect(self.path, timeout_s=self.lock_timeout_s)
         if not self._migrated:
