@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from online_cut.cli_store import DB_HELP, TableFormat, print_rows, storage_defaults
-from online_cut.console import fail
+from online_cut.console import errors_named, fail
 
 adapters_app = typer.Typer(
     help="Show each run's adapter lineage and move its live pointer (the adapter the next round starts from).",
@@ -22,6 +22,15 @@ def _store(db: Path | None):
     return Store(db or defaults.db, lock_timeout_s=defaults.lock_timeout_s)
 
 
+def _store_errors():
+    """What a bad --db, a locked store or a refused pointer move raise: each a named error, exit 1."""
+    from online_cut.lineage import LineageError
+    from storage.connection import StoreLocked
+    from storage.store import StoreError
+
+    return errors_named(LineageError, StoreError, StoreLocked)
+
+
 @adapters_app.command("list")
 def list_command(
     run: str = typer.Option(None, "--run", help="only this run's adapters"),
@@ -31,7 +40,8 @@ def list_command(
     """Adapters with round, parent, status (live, candidate, rejected, retired), held-out score and why."""
     from online_cut.lineage import lineage
 
-    rows = lineage(_store(db), run)
+    with _store_errors():
+        rows = lineage(_store(db), run)
     if not rows:
         raise fail(f"no adapters{f' in run {run!r}' if run else ''} in {db or storage_defaults().db}")
     columns = list(rows[0])
@@ -43,13 +53,14 @@ def promote_command(
     adapter_id: str = typer.Argument(..., help="the adapter to make live, as `adapters list` shows it"),
     db: Path = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
-    """Make an adapter its run's live one; the next round samples from it. Refuses a folder that fails to load."""
-    from online_cut.lineage import LineageError, promote
+    """Make an adapter its run's live one; the next round samples from it.
 
-    try:
+    Refuses a folder that fails to load or does not fit the run's base model (target modules, shapes, rank).
+    """
+    from online_cut.lineage import promote
+
+    with _store_errors():
         replaced = promote(_store(db), adapter_id)
-    except LineageError as exc:
-        raise fail(str(exc)) from None
     typer.echo(f"{adapter_id} is live (was: {replaced.adapter_id if replaced else 'the base model'})")
 
 
@@ -59,10 +70,8 @@ def rollback_command(
     db: Path = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Retire a run's live adapter and make its parent live again (or the base model, for the first)."""
-    from online_cut.lineage import LineageError, rollback
+    from online_cut.lineage import rollback
 
-    try:
+    with _store_errors():
         restored = rollback(_store(db), run)
-    except LineageError as exc:
-        raise fail(str(exc)) from None
     typer.echo(f"run {run}: live is now {restored.adapter_id if restored else 'the base model'}")

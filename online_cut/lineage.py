@@ -2,14 +2,19 @@
 
 Exactly one adapter of a run is `live` (or none: the base model); the next round samples
 from it and trains from it. The gate moves the pointer forward each round; `promote` and
-`rollback` move it by hand, and refuse an adapter folder that fails to load.
+`rollback` move it by hand, and refuse an adapter folder that fails to load or does not fit
+the run's base model.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from samplers.adapters import AdapterError, inspect_adapter
+from pydantic import ValidationError
+
+from online_cut.config import ModelConfig
+from samplers.adapters import ADAPTER_CONFIG, AdapterError, check_fits_base, inspect_adapter
 from storage import records
 from storage.store import Store
 
@@ -45,9 +50,24 @@ def _find(store: Store, adapter_id: str) -> records.Adapter:
     return found[0]
 
 
-def _check_loads(adapter: records.Adapter) -> None:
+def _base_model(store: Store, adapter: records.Adapter) -> str:
+    """The base model of the adapter's run, from the run's stored config; an imported run has none,
+    so the adapter's own `base_model_name_or_path` stands in."""
+    rows = store.query("SELECT config FROM runs WHERE run = ?", [adapter.run])
+    config = rows[0]["config"] if rows else None
+    if config and "model" in config:
+        try:
+            return ModelConfig.model_validate(config["model"]).name_or_path()
+        except ValidationError as exc:
+            raise LineageError(f"run {adapter.run!r}: its base model cannot be found to check adapter "
+                               f"{adapter.adapter_id!r} against: {exc.errors()[0]['msg']}") from None
+    return json.loads((Path(adapter.path) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
+
+
+def _check_loads(store: Store, adapter: records.Adapter) -> None:
     try:
         inspect_adapter(Path(adapter.path))
+        check_fits_base(Path(adapter.path), _base_model(store, adapter))
     except AdapterError as exc:
         raise LineageError(f"adapter {adapter.adapter_id!r} cannot be made live: {exc}") from None
 
@@ -55,7 +75,7 @@ def _check_loads(adapter: records.Adapter) -> None:
 def promote(store: Store, adapter_id: str, reason: str = "promoted by hand") -> records.Adapter | None:
     """Make `adapter_id` its run's live adapter; returns the adapter it replaced."""
     adapter = _find(store, adapter_id)
-    _check_loads(adapter)
+    _check_loads(store, adapter)
     current = live_adapter(store, adapter.run)
     if current is not None and current.adapter_id == adapter_id:
         raise LineageError(f"adapter {adapter_id!r} is already live in run {adapter.run!r}")
@@ -75,7 +95,7 @@ def rollback(store: Store, run: str) -> records.Adapter | None:
         raise LineageError(f"run {run!r} {where}")
     parent = _find(store, current.parent_id) if current.parent_id else None
     if parent is not None:
-        _check_loads(parent)
+        _check_loads(store, parent)
     with store.transaction() as tx:
         tx.set_adapter_status(current.adapter_id, "retired", "rolled back by hand")
         if parent is not None:

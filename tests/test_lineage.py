@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from online_cut import lineage, steps
+from online_cut.base_model import build_tiny_llama
 from online_cut.cli import app
 from online_cut.config import parse_config
 from samplers.factory import open_sampler
@@ -91,6 +94,37 @@ def test_promote_refuses_an_adapter_folder_that_fails_to_load_and_changes_nothin
     with pytest.raises(lineage.LineageError, match="'A' cannot be made live: .*adapter_model.safetensors"):
         lineage.promote(ctx.store, "A")
     assert _statuses(ctx.store) == {"A": "retired", "B": "live"}
+
+
+def _edit_adapter_config(adapter: records.Adapter, **changes) -> None:
+    config_file = Path(adapter.path) / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config.update(changes)
+    config_file.write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+
+
+def test_promote_refuses_an_adapter_whose_target_modules_the_base_lacks(ctx) -> None:
+    _edit_adapter_config(ctx.adapter("A"), target_modules=["attention_out"])
+    with pytest.raises(lineage.LineageError, match="'A' cannot be made live: .*does not attach.*attention_out"):
+        lineage.promote(ctx.store, "A")
+    assert _statuses(ctx.store) == {"A": "retired", "B": "live"}
+
+
+def test_promote_refuses_an_adapter_whose_weights_do_not_fit_the_base(ctx, tmp_path) -> None:
+    other_base = build_tiny_llama(tmp_path / "wider", ctx.base_model, hidden_size=192)
+    wider = write_random_adapter(other_base, tmp_path / "wider-adapter", seed=3, rank=4)
+    shutil.copyfile(wider / "adapter_model.safetensors", Path(ctx.adapter("A").path) / "adapter_model.safetensors")
+    with pytest.raises(lineage.LineageError, match=r"does not fit the base model .*: shape \[\d+, \d+\], the base needs \[\d+, \d+\]"):
+        lineage.promote(ctx.store, "A")
+    assert _statuses(ctx.store) == {"A": "retired", "B": "live"}
+
+
+@pytest.mark.parametrize("bad", [{"r": None}, {"r": "16"}, {"target_modules": 3}])
+def test_a_malformed_adapter_config_is_a_named_error(ctx, bad) -> None:
+    _edit_adapter_config(ctx.adapter("A"), **bad)
+    key = next(iter(bad))
+    with pytest.raises(lineage.LineageError, match=f"adapter_config.json: `{key}`"):
+        lineage.promote(ctx.store, "A")
 
 
 def test_adapters_cli_lists_lineage_and_moves_the_pointer(ctx) -> None:
