@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
 
@@ -41,8 +42,17 @@ class Batch:
         return Batch(**tensors, rows=self.rows)
 
 
-def micro_batches(rows: list[TokenRow], size: int, window: int, rng: random.Random) -> list[list[TokenRow]]:
-    """Shuffle, sort by length within windows of `window` micro-batches, cut, shuffle the micro-batches."""
+class _HasLength(Protocol):
+    @property
+    def length(self) -> int: ...
+
+
+Sized = TypeVar("Sized", bound=_HasLength)
+
+
+def micro_batches(rows: list[Sized], size: int, window: int, rng: random.Random) -> list[list[Sized]]:
+    """Shuffle, sort by length within windows of `window` micro-batches, cut, shuffle the micro-batches
+    (rows, or DPO's pairs)."""
     order = rows[:]
     rng.shuffle(order)
     batches = []

@@ -42,7 +42,11 @@ class TemplatesConfig(StrictModel):
         return self
 
 
-Objective = Literal["cut", "sft", "hindsight"]
+class DpoConfig(StrictModel):
+    beta: float = Field(0.1, gt=0, description="β of the sigmoid DPO loss: how far the policy may move from the reference")
+
+
+Objective = Literal["cut", "sft", "hindsight", "dpo"]
 Reduction = Literal["token", "example"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
@@ -50,7 +54,8 @@ OBJECTIVES: tuple[str, ...] = get_args(Objective)
 class CutConfig(StrictModel):
     objective: Objective = Field(
         "cut",
-        description="cut: the paper's objective; sft: MLE on positives only; hindsight: MLE on [x, j] -> y",
+        description="cut: the paper's objective; sft: MLE on positives only; hindsight: MLE on [x, j] -> y; "
+        "dpo: sigmoid DPO on pairs of the same prompt's samples (chosen by score, else verdict)",
     )
     reduction: Reduction = Field(
         "token",
@@ -71,7 +76,7 @@ class CutConfig(StrictModel):
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
     learning_rate: float = Field(4e-4, gt=0, description="AdamW peak learning rate")
     epochs: int = Field(1, ge=1, description="passes over the round's rows")
-    micro_batch_size: int = Field(8, ge=1, description="rows per forward pass")
+    micro_batch_size: int = Field(8, ge=1, description="rows (dpo: pairs) per forward pass")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with linear warm-up")
     max_grad_norm: float = Field(1.0, gt=0, description="clip the gradient norm to this before each optimizer step")
@@ -94,6 +99,7 @@ class CutConfig(StrictModel):
     processes: int = Field(1, ge=1, description="training processes for launcher accelerate")
     seed: int = Field(42, description="seed for sampling rows, LoRA init and dropout")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
 
     @model_validator(mode="after")
     def _processes_need_accelerate(self) -> CutConfig:

@@ -7,6 +7,7 @@ same ids under every context. Contexts per objective (templates in `CutConfig.te
   instruction x, or [x, j+] with `misalign_context: fake_positive`)
 - sft: positives only → x
 - hindsight: every triple → [x, j] (j+ for positives)
+- dpo: every triple → x (the trainer pairs the rows; `cut.pairs`)
 
 Length policy: a sequence longer than `max_length` loses prompt tokens from the left; the
 response is never cut, and a triple whose response alone does not fit is dropped and counted.
@@ -60,6 +61,8 @@ def _contexts(triple: Triple, config: CutConfig) -> tuple[str, str | None] | Non
     plain = _fill(t.instruction, triple.prompt)
     if config.objective == "sft":
         return None if triple.negative else (plain, None)
+    if config.objective == "dpo":
+        return plain, None
     if config.objective == "hindsight":
         return _fill(t.judged, triple.prompt, triple.judgment or t.positive_judgment), None
     if not triple.negative:

@@ -1,7 +1,9 @@
 """The LoRA trainer: triples in, a PEFT adapter folder out (CUT or a baseline objective).
 
-One readable loop: micro-batch → forward (logits only at response positions) → cut_loss →
-backward; every `grad_accum` micro-batches clip, step, schedule and report.
+One readable loop: micro-batch → forward (logits only at response positions) → loss →
+backward; every `grad_accum` micro-batches clip, step, schedule and report. The loss is
+`cut_loss` on token rows (cut and the MLE baselines) or `dpo_loss` on preference pairs (dpo,
+after one reference pass over the pairs).
 
 Run by `accelerate launch` on several processes (DDP), each optimizer step takes
 `grad_accum` micro-batches per process, gradients are averaged across processes, and only
@@ -14,7 +16,8 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,21 +30,26 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedul
 from cut.batches import collate, micro_batches
 from cut.config import CutConfig, LoraConfig
 from cut.data import Triple, balanced_indices
+from cut.dpo import dpo_micro_batch, dpo_step_metrics, pair_rows, with_reference
 from cut.logprobs import autocast_for, response_logprobs
 from cut.objective import cut_loss
-from cut.rows import build_rows
+from cut.pairs import preference_pairs
+from cut.rows import TokenRow, build_rows
 from cut.scoring import FlaggedToken, RowScore, flagged_tokens, score_rows
 
 
 @dataclass(frozen=True)
 class TrainResult:
     adapter_dir: Path
-    steps: list[dict[str, float]]  # per optimizer step: step, epoch, lr, loss, l1, l2, flagged_frac, tokens_per_s
+    # per optimizer step: step, epoch, lr, tokens_per_s and loss with l1, l2, flagged_frac (cut and
+    # the MLE baselines) or reward_margin, reward_accuracy, pairs (dpo)
+    steps: list[dict[str, float]]
     flagged: dict[int, list[FlaggedToken]]  # per Align-N triple (index into `triples`), before training
     scores_before: list[RowScore]  # per row, the token probabilities the flags came from (empty when launched)
-    rows: int  # triples trained on after class balance and the length policy
+    rows: int  # triples trained on after class balance (dpo: pairing) and the length policy
     dropped: int  # triples whose response did not fit in max_length
     main_process: bool = True  # False in the other processes of a multi-process launch: they wrote nothing
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # dpo: (chosen, rejected) indices into `triples`
 
 
 def load_lora_model(
@@ -96,50 +104,56 @@ def train(
     device = accelerator.device
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kept = balanced_indices(triples, config.positive_ratio, config.negative_ratio, config.seed)
-    row_set = build_rows(triples, tokenizer, config, kept)
-    rows = row_set.rows
-    if not rows:
-        raise ValueError(f"no row to train on: {len(triples)} triples, {row_set.dropped} too long, objective {config.objective}")
+    if config.objective == "dpo":
+        pairs = preference_pairs(triples, config.seed)
+        units, dropped = pair_rows(triples, pairs, tokenizer, config)
+        trained_pairs = [(p.chosen.triple_index, p.rejected.triple_index) for p in units]
+        rows = len({i for pair in trained_pairs for i in pair})
+        if not units:
+            raise ValueError(f"no DPO pair to train on: {len(triples)} triples, {len(pairs)} pairs of the same prompt "
+                             f"with different verdicts or scores, {dropped} triples too long")
+    else:
+        kept = balanced_indices(triples, config.positive_ratio, config.negative_ratio, config.seed)
+        row_set = build_rows(triples, tokenizer, config, kept)
+        units, dropped, trained_pairs = row_set.rows, row_set.dropped, []
+        rows = len(units)
+        if not units:
+            raise ValueError(f"no row to train on: {len(triples)} triples, {dropped} too long, objective {config.objective}")
 
     model = load_lora_model(base_model, config.lora, init_adapter, device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    before = score_rows(model, rows, config, pad_id)
-    flagged = flagged_tokens(before, rows, tokenizer)
+    if config.objective == "dpo":
+        units = with_reference(model, units, config, pad_id)
+        before, flagged = [], {}
+        micro_batch_loss, step_metrics = dpo_micro_batch, dpo_step_metrics
+    else:
+        before = score_rows(model, units, config, pad_id)
+        flagged = flagged_tokens(before, units, tokenizer)
+        micro_batch_loss, step_metrics = cut_micro_batch, cut_step_metrics
 
     per_step = config.grad_accum * accelerator.num_processes  # micro-batches per optimizer step, all processes
-    steps_per_epoch = math.ceil(math.ceil(len(rows) / config.micro_batch_size) / per_step)
+    steps_per_epoch = math.ceil(math.ceil(len(units) / config.micro_batch_size) / per_step)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Rounded down: a warm-up step runs at learning rate 0, so a round of one or a few steps gets none.
     schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    autocast = autocast_for(device, config.precision)
 
     model.train()
     metrics: list[dict[str, float]] = []
     bar = tqdm(total=total_steps, desc=f"train ({config.objective})", unit="step",
                disable=not (progress and accelerator.is_main_process))
     for epoch in range(config.epochs):
-        batches = micro_batches(rows, config.micro_batch_size, config.length_window, rng)
+        batches = micro_batches(units, config.micro_batch_size, config.length_window, rng)
         for step_index in range(steps_per_epoch):
             group = own_micro_batches(batches, step_index, config.grad_accum, accelerator)
             started = time.perf_counter()
-            sums = dict(loss=0.0, l1=0.0, l2=0.0, flagged=0, negative_tokens=0, tokens=0)
-            for rows_of_batch in group:
-                batch = collate(rows_of_batch, pad_id).to(device)
-                with autocast:
-                    logp_aligned, logp_misaligned = response_logprobs(model, batch, config.logit_chunk_tokens)
-                out = cut_loss(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam, config.alpha,
-                               config.reduction)
-                accelerator.backward(out.loss / len(group))
-                sums["loss"] += out.loss.item() / len(group)
-                sums["l1"] += out.l1.item() / len(group)
-                sums["l2"] += out.l2.item() / len(group)
-                sums["flagged"] += int(out.flagged.sum())
-                sums["negative_tokens"] += int((batch.mask & batch.negative.unsqueeze(1)).sum())
-                sums["tokens"] += batch.n_tokens
+            sums: Counter[str] = Counter()
+            for units_of_batch in group:
+                loss, batch_sums = micro_batch_loss(model, units_of_batch, config, pad_id)
+                accelerator.backward(loss / len(group))
+                sums.update(batch_sums)
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             schedule.step()
@@ -148,21 +162,47 @@ def train(
                 "step": len(metrics) + 1,
                 "epoch": epoch + 1,
                 "lr": schedule.get_last_lr()[0],
-                "loss": sums["loss"],
-                "l1": sums["l1"],
-                "l2": sums["l2"],
-                "flagged_frac": sums["flagged"] / max(sums["negative_tokens"], 1),
+                **step_metrics(sums, len(group)),
                 "tokens_per_s": sums["tokens"] / (time.perf_counter() - started),
             }
             metrics.append(step)
             bar.update()
-            bar.set_postfix({k: f"{step[k]:.3g}" for k in ("loss", "l1", "l2", "flagged_frac")})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in step.items() if k not in ("step", "epoch", "lr")})
     bar.close()
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_adapter(accelerator.unwrap_model(model), out_dir)
-    return TrainResult(out_dir, metrics, flagged, before, len(rows), row_set.dropped, accelerator.is_main_process)
+    return TrainResult(out_dir, metrics, flagged, before, rows, dropped, accelerator.is_main_process, trained_pairs)
+
+
+def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutConfig,
+                    pad_id: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """One micro-batch's CUT loss (the MLE baselines' too) and the sums its step's metrics are made of."""
+    device = next(model.parameters()).device
+    batch = collate(rows, pad_id).to(device)
+    with autocast_for(device, config.precision):
+        logp_aligned, logp_misaligned = response_logprobs(model, batch, config.logit_chunk_tokens)
+    out = cut_loss(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam, config.alpha, config.reduction)
+    sums = {
+        "loss": out.loss.item(),
+        "l1": out.l1.item(),
+        "l2": out.l2.item(),
+        "flagged": int(out.flagged.sum()),
+        "negative_tokens": int((batch.mask & batch.negative.unsqueeze(1)).sum()),
+        "tokens": batch.n_tokens,
+    }
+    return out.loss, sums
+
+
+def cut_step_metrics(sums: dict[str, float], micro_batches: int) -> dict[str, float]:
+    """An optimizer step's metrics from its micro-batches' sums (losses are their means, as the gradient's)."""
+    return {
+        "loss": sums["loss"] / micro_batches,
+        "l1": sums["l1"] / micro_batches,
+        "l2": sums["l2"] / micro_batches,
+        "flagged_frac": sums["flagged"] / max(sums["negative_tokens"], 1),
+    }
 
 
 def own_micro_batches(batches: list, step_index: int, grad_accum: int, accelerator: Accelerator) -> list:

@@ -187,6 +187,7 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     has no triple to learn from.
     """
     from cut.data import Triple
+    from cut.pairs import preference_pairs
     from cut.trainer import train as train_adapter
     from online_cut.launch import train_launched
     from online_cut.placement import step_url, train_on_pool
@@ -204,6 +205,11 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
         Triple(t.instruction, t.input, t.response, t.judgment if t.verdict == "negative" else None, t.score)
         for t in stored
     ]
+    if ctx.config.cut.objective == "dpo" and not preference_pairs(triples, ctx.config.cut.seed):
+        log.warning("round %d: no DPO pair among %d triples (no prompt has responses with different verdicts or "
+                    "scores); nothing trained", round, len(triples))
+        ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
+        return None
     parent = ctx.adapter(state.adapter_in)
     out_dir = adapter_dir(ctx, round)
     log.info("round %d: training %s on %d triples from %s%s", round, ctx.config.cut.objective, len(triples),
@@ -226,8 +232,7 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     )
     steps = [
         records.TrainingStep(
-            run=ctx.run, round=round, step=m["step"], loss=m["loss"], l1=m["l1"], l2=m["l2"],
-            flagged_frac=m["flagged_frac"], tokens_per_s=m["tokens_per_s"], lr=m["lr"],
+            run=ctx.run, round=round, **{k: v for k, v in m.items() if k in records.TrainingStep.model_fields}
         )
         for m in result.steps
     ]
@@ -330,7 +335,7 @@ def evaluate(ctx: RunContext, sampler: Sampler, judge: Judge, round: int,
 def gate(ctx: RunContext, scores: dict[str, dict[str, float]]) -> tuple[bool, str]:
     """Whether the candidate may replace the incumbent, and why (mean over the suites)."""
     if "candidate" not in scores:
-        return False, "no candidate: the round had no triple to train on"
+        return False, "no candidate: the round had nothing to train on (no triple, or for dpo no pair)"
     mean = {role: sum(by_suite.values()) / len(by_suite) for role, by_suite in scores.items()}
     candidate, incumbent = mean["candidate"], mean["incumbent"]
     rule = ctx.config.evaluation

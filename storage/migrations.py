@@ -188,7 +188,18 @@ def m003_triples_score(db: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_views, m003_triples_score]
+def m004_dpo_steps(db: duckdb.DuckDBPyConnection) -> None:
+    """DPO's per-step metrics beside CUT's (which stay NULL on a dpo step, as these do on a CUT step)."""
+    db.execute("""
+        ALTER TABLE training_steps ADD COLUMN reward_margin DOUBLE;
+        ALTER TABLE training_steps ADD COLUMN reward_accuracy DOUBLE;
+        ALTER TABLE training_steps ADD COLUMN pairs INTEGER;
+    """)
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
+    m001_initial, m002_views, m003_triples_score, m004_dpo_steps,
+]
 
 
 def apply_migrations(db: duckdb.DuckDBPyConnection) -> list[str]:
