@@ -49,13 +49,20 @@ class DpoConfig(StrictModel):
 Objective = Literal["cut", "sft", "hindsight", "dpo"]
 Reduction = Literal["token", "example"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+OBJECTIVE_SUMMARIES: dict[str, str] = {
+    "cut": "the paper's objective: MLE on x for positives and on [x, j-] for negatives; under the Misalign context "
+    "(x by default) unlikelihood on the tokens j- makes likelier (λ, α), MLE on the rest",
+    "sft": "MLE on x for the positives only: what the verdicts alone teach",
+    "hindsight": "MLE on [x, j] for every response: the judgment as a prompt prefix, no unlikelihood",
+    "dpo": "sigmoid DPO on pairs of the same prompt's samples (chosen by judge score where both have one, else "
+    "by verdict) against the round's input adapter: the judgment reduced to a reward",
+}
 
 
 class CutConfig(StrictModel):
     objective: Objective = Field(
         "cut",
-        description="cut: the paper's objective; sft: MLE on positives only; hindsight: MLE on [x, j] -> y; "
-        "dpo: sigmoid DPO on pairs of the same prompt's samples (chosen by score, else verdict)",
+        description="; ".join(f"{name}: {summary}" for name, summary in OBJECTIVE_SUMMARIES.items()),
     )
     reduction: Reduction = Field(
         "token",

@@ -33,7 +33,8 @@ def experiment(
     objectives: list[str] | None = None,
     results: str = "docs/results.md",
 ) -> str:
-    """Run `rounds` online rounds of each objective (default: all three) from shared round-1 samples; write `results`."""
+    """Run `rounds` online rounds of each objective (default: every one in `cut.config.OBJECTIVES`) from shared
+    round-1 samples; write `results`."""
     objectives = objectives or list(OBJECTIVES)
     logger = get_run_logger()
     started = time.perf_counter()

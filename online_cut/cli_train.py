@@ -29,26 +29,40 @@ def train(
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="train on the first N triples of the file only (a quick trial)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an adapter already in --out"),
+    objective: str = typer.Option(
+        None, "--objective", help="override cut.objective: cut, sft, hindsight or dpo (pairs of the same instruction's "
+        "responses, a positive over a negative)",
+    ),
+    reduction: str = typer.Option(
+        None, "--reduction", help="override cut.reduction: token, or example (the official CUT code's weighting)"
+    ),
 ) -> None:
-    """Train a LoRA adapter with CUT (or the `sft` / `hindsight` baseline set by cut.objective).
+    """Train a LoRA adapter with CUT (or the `sft` / `hindsight` / `dpo` baseline set by cut.objective).
 
-    OUT receives the adapter, summary.json (rows trained, dropped as too long), metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged before training, with both probabilities). A bad file stops the command before training.
+    OUT receives the adapter, summary.json (rows trained, dropped as too long, and for dpo the pairs as triple indices), metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s; for dpo loss, reward_margin, reward_accuracy, pairs, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged before training, with both probabilities). A bad file stops the command before training.
 
     Selecting triples from the store (--sql) arrives with the storage integration.
     """
     from rich.console import Console
     from rich.table import Table
 
+    from pydantic import ValidationError
+
+    from cut.config import CutConfig
     from cut.data import load_triples
     from cut.trainer import train as train_adapter
     from online_cut.config import ConfigError, load_config
     from storage.cut_format import CutFormatError
 
+    overrides = {k: v for k, v in (("objective", objective), ("reduction", reduction)) if v is not None}
     try:
         run_config = load_config(config)
+        cut_config = CutConfig.model_validate({**run_config.cut.model_dump(), **overrides})
         loaded = load_triples(triples)[:limit]
     except (ConfigError, CutFormatError) as exc:
         raise fail(str(exc)) from None
+    except ValidationError as exc:
+        raise fail(f"--objective/--reduction: {exc.errors()[0]['msg']}") from None
     if not loaded:
         raise fail(f"{triples}: no triple in the file")
     if init_adapter is not None and not (init_adapter / "adapter_config.json").is_file():
@@ -57,7 +71,7 @@ def train(
         raise fail(f"{out}: exists and is not empty (pass --overwrite to replace an adapter there)")
 
     try:
-        result = train_adapter(run_config.cut, run_config.model.name_or_path(), loaded, out, init_adapter)
+        result = train_adapter(cut_config, run_config.model.name_or_path(), loaded, out, init_adapter)
     except ValueError as exc:
         raise fail(str(exc)) from None
     if not result.main_process:  # under `accelerate launch`, the main process writes and reports
@@ -65,17 +79,19 @@ def train(
     (out / "metrics.jsonl").write_text("".join(json.dumps(step) + "\n" for step in result.steps))
     flagged = {str(i): [asdict(token) for token in tokens] for i, tokens in result.flagged.items()}
     (out / "flagged.json").write_text(json.dumps(flagged, indent=1))
-    (out / "summary.json").write_text(json.dumps({"rows": result.rows, "dropped": result.dropped}))
+    (out / "summary.json").write_text(json.dumps({"rows": result.rows, "dropped": result.dropped, "pairs": result.pairs}))
 
-    summary = Table(title=f"trained {run_config.cut.objective} adapter → {out}")
-    for column in ("rows", "dropped (too long)", "steps", "loss", "l1", "l2", "flagged tokens"):
+    dpo = cut_config.objective == "dpo"
+    metrics = ("loss", "reward_margin", "reward_accuracy") if dpo else ("loss", "l1", "l2")
+    summary = Table(title=f"trained {cut_config.objective} adapter → {out}")
+    for column in ("rows", "dropped (too long)", "steps", *metrics, "pairs" if dpo else "flagged tokens"):
         summary.add_column(column, justify="right")
     last = result.steps[-1]
     summary.add_row(
         str(result.rows),
         str(result.dropped),
         str(len(result.steps)),
-        *(f"{last[k]:.4g}" for k in ("loss", "l1", "l2")),
-        str(sum(len(tokens) for tokens in result.flagged.values())),
+        *(f"{last[k]:.4g}" for k in metrics),
+        str(len(result.pairs) if dpo else sum(len(tokens) for tokens in result.flagged.values())),
     )
     Console().print(summary)

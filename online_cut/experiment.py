@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from cut.config import OBJECTIVE_SUMMARIES
 from judges.base import Judge
 from online_cut import steps
 from online_cut.config import Config
@@ -25,6 +26,7 @@ from storage.store import Store
 
 # Text below this heading in an existing results file is kept when the file is rewritten.
 NOTES_HEADING = "## Notes"
+OBJECTIVES_HEADING = "The objectives (`cut.objective`; the table shows those this experiment ran):\n\n"
 
 
 def run_name(experiment: str, objective: str) -> str:
@@ -164,6 +166,7 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
         "trained, from the same round-1 samples of the base model (round 0).\n\n"
         + "\n".join([header, rule, *lines])
         + f"\n\n![held-out accuracy per round]({plot_path.name})\n\n"
+        + OBJECTIVES_HEADING + "".join(f"- `{name}`: {line}\n" for name, line in OBJECTIVE_SUMMARIES.items()) + "\n"
         f"- command: `{command}`\n- machine: {machine()}\n- wall time: {wall_s / 60:.1f} min in all\n"
         f"- seed: {seed}\n\n<details><summary>resolved config</summary>\n\n```yaml\n{config_text}```\n</details>\n\n"
         + notes

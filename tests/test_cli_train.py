@@ -48,8 +48,37 @@ def test_bad_record_fails_naming_file_and_record_and_writes_nothing(tiny_model, 
 def test_help_explains_every_option():
     result = subprocess.run([ONLINE_CUT, "train", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for option in ("--triples", "--config", "--out", "--init-adapter", "--limit", "--overwrite"):
+    for option in ("--triples", "--config", "--out", "--init-adapter", "--limit", "--overwrite", "--objective",
+                   "--reduction"):
         assert option in result.stdout
+
+
+def test_dpo_trains_offline_on_pairs_from_the_same_instruction(tiny_model, tmp_path):
+    records = [
+        {"instruction": "What is 2 + 3?", "output": "5", "judgment": None},
+        {"instruction": "What is 2 + 3?", "output": "6", "judgment": "Wrong: 2 + 3 = 5."},
+        {"instruction": "What is 4 + 4?", "output": "9", "judgment": "Wrong: 4 + 4 = 8."},
+        {"instruction": "What is 1 + 1?", "output": "2", "judgment": None},
+    ]
+    triples = tmp_path / "triples.json"
+    triples.write_text(json.dumps(records))
+    config = write_config(tmp_path / "run.yaml", tiny_model, max_length=64)
+    out = tmp_path / "adapter"
+    result = run_train("--triples", str(triples), "--config", str(config), "--out", str(out), "--objective", "dpo")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text()) == {"rows": 2, "dropped": 0, "pairs": [[0, 1]]}
+    [step] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert step["pairs"] == 1 and {"loss", "reward_margin", "reward_accuracy"} <= set(step)
+
+
+def test_an_unknown_objective_fails_before_training(tiny_model, tmp_path):
+    triples = tmp_path / "triples.json"
+    triples.write_text(json.dumps([{"instruction": "a", "output": "b", "judgment": None}]))
+    config = write_config(tmp_path / "run.yaml", tiny_model)
+    result = run_train("--triples", str(triples), "--config", str(config), "--out", str(tmp_path / "out"),
+                       "--objective", "ppo")
+    assert result.returncode != 0 and "--objective/--reduction" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.integration
