@@ -1,4 +1,4 @@
-"""Cost of the CUT objective: a CUT step against an MLE step, and loss memory against the naive way.
+"""Cost of the CUT objective: a CUT (and a DPO) step against an MLE step, and loss memory against the naive way.
 
 Setup: the shipped SmolLM2-135M-Instruct with the config's LoRA, one micro-batch of B=8
 triples from the CUT paper's first online round (the default class balance, so mostly
@@ -10,8 +10,12 @@ Align-N), each sequence capped at T=512 tokens (real lengths, padded to the long
   run through the same forward and the same response-position log-probs; the MLE step
   then minimises the mean −log p of every response token of every sequence, CUT computes
   flags, L1 and L2. The ratio is what CUT's objective costs beyond plain MLE on that data.
-  Steps alternate (CUT, MLE, CUT, ...) after a warm-up; each kind's fastest repetition counts
+  Steps alternate (CUT, MLE, DPO, CUT, ...) after a warm-up; each kind's fastest repetition counts
   (the machine is shared; the minimum is the least disturbed run).
+- `dpo_over_mle_step`: the same for a DPO step over the same sequences: the same forward,
+  each sequence's response log-prob summed, the first half of the sequences paired with the
+  second half, sigmoid DPO against reference log-probs computed once beforehand (as a round
+  does, once per round), so the ratio is what DPO's loss costs per step beyond MLE.
 - `loss_memory_ratio`: peak memory of the loss computation (from the model body's hidden
   states to the scalar loss, forward and backward) the project's way — LM head only at
   response positions, in checkpointed chunks — over the same loss computed the naive way
@@ -39,6 +43,7 @@ from transformers import AutoTokenizer
 from cut.batches import Batch, collate
 from cut.config import CutConfig
 from cut.data import balanced_indices, load_triples
+from cut.dpo import dpo_loss
 from cut.logprobs import causal_lm_parts, label_logprobs, response_logprobs
 from cut.objective import cut_loss
 from cut.rows import build_rows
@@ -57,6 +62,24 @@ def mle_step_loss(model, batch: Batch, config: CutConfig) -> torch.Tensor:
     logp_al, logp_mis = response_logprobs(model, batch, config.logit_chunk_tokens)
     negative_tokens = batch.mask & batch.negative.unsqueeze(1)
     return -(logp_al[batch.mask].sum() + logp_mis[negative_tokens].sum()) / (batch.mask.sum() + negative_tokens.sum())
+
+
+def sequence_logprobs(model, batch: Batch, config: CutConfig) -> torch.Tensor:
+    """[N] summed response log-probs of every sequence of the batch (aligned ones, then Misalign ones)."""
+    logp_al, logp_mis = response_logprobs(model, batch, config.logit_chunk_tokens)
+    return torch.cat([logp_al.sum(dim=1), logp_mis[batch.negative].sum(dim=1)])
+
+
+def dpo_step_loss(reference: torch.Tensor):
+    """The DPO step's loss over the batch's sequences, paired half against half, against `reference` ([N])."""
+    half = len(reference) // 2
+
+    def step_loss(model, batch: Batch, config: CutConfig) -> torch.Tensor:
+        policy = sequence_logprobs(model, batch, config)
+        return dpo_loss(policy[:half], policy[half : 2 * half], reference[:half], reference[half : 2 * half],
+                        config.dpo.beta).loss
+
+    return step_loss
 
 
 def timed_step(model, optimizer, batch, config, step_loss) -> float:
@@ -124,10 +147,13 @@ def main() -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
     timed_step(model, optimizer, collate(rows[:1], tokenizer.eos_token_id), config, cut_step_loss)  # warm-up
-    times = {"cut": [], "mle": []}
+    with torch.no_grad():
+        reference = sequence_logprobs(model, batch, config)
+    step_losses = {"cut": cut_step_loss, "mle": mle_step_loss, "dpo": dpo_step_loss(reference)}
+    times = {kind: [] for kind in step_losses}
     for _ in range(args.reps):
-        times["cut"].append(timed_step(model, optimizer, batch, config, cut_step_loss))
-        times["mle"].append(timed_step(model, optimizer, batch, config, mle_step_loss))
+        for kind, step_loss in step_losses.items():
+            times[kind].append(timed_step(model, optimizer, batch, config, step_loss))
 
     body, lm_head = causal_lm_parts(model)
     with torch.no_grad():
@@ -142,12 +168,14 @@ def main() -> None:
         "response_tokens": int(batch.labels.numel()),
         "cut_step_s": min(times["cut"]),
         "mle_step_s": min(times["mle"]),
+        "dpo_step_s": min(times["dpo"]),
         "step_times_s": times,
         "loss_s": ours_s,
         "naive_loss_s": naive_s,
         "loss_peak_mib": ours_peak / 2**20,
         "naive_loss_peak_mib": naive_peak / 2**20,
         "cut_over_mle_step": min(times["cut"]) / min(times["mle"]),
+        "dpo_over_mle_step": min(times["dpo"]) / min(times["mle"]),
         "loss_memory_ratio": ours_peak / naive_peak,
     }
     print(json.dumps(result))
