@@ -33,33 +33,19 @@ def reference_cut_loss(logp_al, logp_mis, mask, negative, lam, alpha):
 
 
 def reference_example_loss(logp_al, logp_mis, mask, negative, lam, alpha):
-    """The official weighting, row by row: token means per row, an Align-N row's loss (L2 + L1) / 2,
-    the batch loss the mean of the rows' losses."""
-    row_losses, l1_rows, l2_rows = [], [], []
-    flagged = torch.zeros_like(mask)
+    """The official weighting: each row alone is a token-mean CUT batch (micro_batch_size=1); an
+    Align-N row's loss is (L2 + L1) / 2, an Align-P row's L2, the batch loss the mean of the rows' losses."""
+    row_losses, l1_rows, l2_rows, flags = [], [], [], []
     for b in range(mask.shape[0]):
-        l2_terms, l1_terms = [], []
-        for t in range(mask.shape[1]):
-            if not mask[b, t]:
-                continue
-            l2_terms.append(-logp_al[b, t])
-            if not negative[b]:
-                continue
-            if math.exp(logp_al[b, t].item()) > lam * math.exp(logp_mis[b, t].item()):
-                flagged[b, t] = True
-                l1_terms.append(-alpha * torch.log(1 - torch.exp(logp_mis[b, t])))
-            else:
-                l1_terms.append(-logp_mis[b, t])
-        l2_row = sum(l2_terms) / len(l2_terms)
+        row = slice(b, b + 1)
+        _, l1_row, l2_row, flagged = reference_cut_loss(logp_al[row], logp_mis[row], mask[row], negative[row], lam, alpha)
         l2_rows.append(l2_row)
+        flags.append(flagged)
         if negative[b]:
-            l1_row = sum(l1_terms) / len(l1_terms)
             l1_rows.append(l1_row)
-            row_losses.append((l2_row + l1_row) / 2)
-        else:
-            row_losses.append(l2_row)
+        row_losses.append((l2_row + l1_row) / 2 if negative[b] else l2_row)
     l1 = sum(l1_rows) / len(l1_rows) if l1_rows else torch.zeros((), dtype=torch.float64)
-    return sum(row_losses) / len(row_losses), l1, sum(l2_rows) / len(l2_rows), flagged
+    return sum(row_losses) / len(row_losses), l1, sum(l2_rows) / len(l2_rows), torch.cat(flags)
 
 
 def random_batch(seed: int, negatives: list[bool], T: int = 9):
@@ -87,14 +73,14 @@ SEEDS = pytest.mark.parametrize("seed", [0, 1, 2])
 @HYPER_PARAMETERS
 @SEEDS
 def test_cut_loss_matches_reference_values_flags_and_gradients(negatives, lam, alpha, seed):
-    assert_matches_reference(seed, negatives, lam, alpha, "token", reference_cut_loss)
+    assert_matches_reference(seed, negatives, lam, alpha, reference_cut_loss)  # the default: reduction token
 
 
 @BATCHES
 @HYPER_PARAMETERS
 @SEEDS
 def test_example_reduction_matches_the_official_per_row_weighting(negatives, lam, alpha, seed):
-    assert_matches_reference(seed, negatives, lam, alpha, "example", reference_example_loss)
+    assert_matches_reference(seed, negatives, lam, alpha, reference_example_loss, reduction="example")
 
 
 def test_example_reduction_weighs_rows_not_tokens():
@@ -117,12 +103,12 @@ def test_an_unknown_reduction_is_refused():
         cut_loss(logp, logp, mask, torch.tensor([False]), reduction="sum")
 
 
-def assert_matches_reference(seed, negatives, lam, alpha, reduction, reference):
+def assert_matches_reference(seed, negatives, lam, alpha, reference, **options):
     logp_al, logp_mis, mask, negative = random_batch(seed, negatives)
     ours_al, ours_mis = logp_al.clone().requires_grad_(), logp_mis.clone().requires_grad_()
     ref_al, ref_mis = logp_al.clone().requires_grad_(), logp_mis.clone().requires_grad_()
 
-    out = cut_loss(ours_al, ours_mis, mask, negative, lam=lam, alpha=alpha, reduction=reduction)
+    out = cut_loss(ours_al, ours_mis, mask, negative, lam=lam, alpha=alpha, **options)
     out.loss.backward()
     loss, l1, l2, flagged = reference(ref_al, ref_mis, mask, negative, lam, alpha)
     loss.backward()
