@@ -7,7 +7,8 @@ worker (`online_cut.placement`; deployed once per pool from prefect.yaml).
 
 Each round is a subflow (one row per round in the Prefect UI) with its own artifacts. The
 store is the source of truth for what is done, so running a crashed or cancelled run again
-under the same `run` name continues from its first unfinished step.
+under the same `run` name continues from its first unfinished step; that attempt marks the
+earlier, killed attempts Crashed on the server (flows/attempts.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows import reporting
+from flows import attempts, reporting
 from judges.base import Judge
 from judges.cache import StoreJudgmentCache
 from online_cut.config import load_config
@@ -71,6 +72,9 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     settings = load_config(Path(config), {"rounds": rounds} if rounds is not None else None)
     placement.check_pools(settings.placement)
     run = run or flow_run.get_name()
+    this_attempt, run_attempts = attempts.begin_attempt(run)
+    if len(run_attempts) > 1:
+        reporting.publish_attempts(run, this_attempt, run_attempts)
     store = Store.from_config(settings.storage)
     store.add_run(run, config=settings.model_dump(mode="json"))
     ctx = RunContext(settings, run, store)

@@ -19,6 +19,8 @@ from prefect.artifacts import (
     create_progress_artifact,
     create_table_artifact,
 )
+from prefect.client.schemas.objects import FlowRun
+from prefect.utilities.urls import url_for
 
 from online_cut.steps import RunContext
 
@@ -106,6 +108,25 @@ def publish_round(ctx: RunContext, round: int) -> None:
         markdown=flagged_markdown(ctx, round),
         description=f"Run {ctx.run}, round {round}: negative triples with the tokens CUT pushed down",
     )
+
+
+def publish_attempts(run: str, this: FlowRun, attempts: list[FlowRun]) -> None:
+    """A resumed run's attempts, linked to their flow runs, so the killed ones are one click away."""
+    create_markdown_artifact(
+        key=artifact_key(run, "attempts"),
+        markdown=attempts_markdown(run, this, attempts),
+        description=f"Run {run}: the flow runs that ran it, oldest first",
+    )
+
+
+def attempts_markdown(run: str, this: FlowRun, attempts: list[FlowRun]) -> str:
+    lines = [f"# Run {plain_markdown(run)}: {len(attempts)} attempts", "", "| attempt | state | started |", "|---|---|---|"]
+    for attempt in attempts:
+        name = plain_markdown(attempt.name) + (" (this one)" if attempt.id == this.id else "")
+        link = url_for(attempt) or f"/runs/flow-run/{attempt.id}"
+        started = attempt.start_time or attempt.created
+        lines.append(f"| [{name}]({link}) | {attempt.state_name} | {started:%Y-%m-%d %H:%M:%S %Z} |")
+    return "\n".join(lines)
 
 
 def publish_progress(ctx: RunContext, round: int) -> None:

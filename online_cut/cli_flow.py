@@ -72,8 +72,10 @@ def serve(
     """
     _checked(config)
     _prefect_logging()
+    from flows.attempts import ensure_zombie_automation
     from flows.online_cut import online_cut
 
+    ensure_zombie_automation()  # a run killed and never resumed is marked Crashed when its heartbeats stop
     online_cut.serve(name=name, parameters={"config": str(config)})
 
 

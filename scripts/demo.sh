@@ -9,6 +9,9 @@ STATE=.online-cut
 PORT=${PREFECT_PORT:-4200}
 export PREFECT_API_URL="http://127.0.0.1:${PORT}/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
+# Flow runs send a heartbeat a minute (Prefect's default: 3); `online-cut serve` creates the
+# automation that marks a run Crashed after three missed ones, e.g. one killed and never resumed.
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-60}
 mkdir -p "$STATE"
 
 wait_for() {  # wait_for SECONDS WHAT COMMAND...

@@ -6,6 +6,7 @@ no duplicates, artifacts), not whether the model learns.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -178,6 +179,24 @@ def _artifact_keys(env: dict[str, str]) -> set[str]:
     return set(listed.stdout.split())
 
 
+@contextmanager
+def killed_after(command: list[str], env: dict[str, str], cwd: Path, marker: str) -> Iterator[None]:
+    """`command` started in its own process group; the block runs once `marker` is logged, then
+    the group is killed with SIGKILL (fails the test if the command ends before the marker)."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    for line in process.stderr:
+        if marker in line:
+            break
+    else:
+        pytest.fail(f"the run ended before {marker!r}: exit {process.wait()}")
+    try:
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 KILL_MARKERS = {
     "sample": "round 1: sampling",
     "judge": "round 1: judging",
@@ -196,17 +215,9 @@ def test_killed_run_resumes_without_duplicates_or_repaid_judgments(
             judge={"kind": "openai", "base_url": judge_url, "model": "critic", "concurrency": 2},
         )
         command = [ONLINE_CUT, "run", "--config", str(config), "--run", "killed"]
-        first = subprocess.Popen(command, env=prefect_env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
-        for line in first.stderr:
-            if KILL_MARKERS[step] in line:
-                break
-        else:
-            pytest.fail(f"the run ended before {step}: exit {first.wait()}")
-        if step == "judge":  # let some chunks of judgments reach the store first
-            wait_until(lambda: request_stats(judge_url)["requests"] >= 10, 60, "ten judge requests", poll_s=0.05)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        with killed_after(command, prefect_env, tmp_path, KILL_MARKERS[step]):
+            if step == "judge":  # let some chunks of judgments reach the store first
+                wait_until(lambda: request_stats(judge_url)["requests"] >= 10, 60, "ten judge requests", poll_s=0.05)
 
         db = tmp_path / "store.duckdb"
         done = query(db, f"SELECT {step}_s FROM rounds WHERE run = 'killed'")
@@ -224,3 +235,62 @@ def test_killed_run_resumes_without_duplicates_or_repaid_judgments(
     assert query(db, "SELECT count(DISTINCT response_id), count(*) FROM judgments") == [(total, total)]
     assert query(db, "SELECT count(*) FROM adapters") == [(1,)]
     assert requests_after == total - judged_before, "an already judged response was sent to the judge again"
+
+
+def test_a_killed_attempt_is_marked_crashed_by_the_attempt_that_resumes_it(
+    prefect_env, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Issue 23: a run killed during training and resumed under its name showed its killed flow
+    run and that one's round subflow Running for ever."""
+    config = write_config(tmp_path, tiny_model, rounds=1, sampler={"backend": "transformers"})
+    command = [ONLINE_CUT, "run", "--config", str(config), "--run", "crashed"]
+    with killed_after(command, prefect_env, tmp_path, "round 1: training"):
+        pass
+    resumed = subprocess.run(command, env=prefect_env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-5000:]
+
+    killed, completed = _attempts(prefect_env, "crashed")
+    assert (killed["state"], killed["rounds"]) == ("CRASHED", ["CRASHED"])
+    assert f"flow run '{completed['name']}' resumed run 'crashed'" in killed["message"]
+    assert killed["unfinished_tasks"] == 0
+    assert (completed["state"], completed["rounds"]) == ("COMPLETED", ["COMPLETED"])
+    assert "crashed-attempts" in _artifact_keys(prefect_env)
+
+
+def _attempts(env: dict[str, str], run: str) -> list[dict]:
+    """The attempts of `run` on the server, oldest first: name, state, state message, the states of
+    their round subflows, and how many of their task runs are still Running or Pending."""
+    script = (
+        "import json, sys\n"
+        "from prefect import get_client\n"
+        "from prefect.client.schemas.filters import *\n"
+        "from prefect.client.schemas.objects import StateType\n"
+        "unfinished = TaskRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])\n"
+        "with get_client(sync_client=True) as client:\n"
+        "    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[sys.argv[1]])))\n"
+        "    for run in sorted(runs, key=lambda run: run.created):\n"
+        "        rounds = client.read_flow_runs(flow_run_filter=FlowRunFilter(\n"
+        "            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))\n"
+        "        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id, *(r.id for r in rounds)])),\n"
+        "                                      task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=unfinished, name=None)))\n"
+        "        print(json.dumps({'name': run.name, 'state': run.state_type.value, 'message': run.state.message or '',\n"
+        "                          'rounds': [r.state_type.value for r in rounds], 'unfinished_tasks': len(tasks)}))\n"
+    )
+    listed = subprocess.run([sys.executable, "-c", script, f"run:{run}"], env=env, capture_output=True, text=True,
+                            check=True)
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+def test_serve_sets_up_the_automation_that_crashes_runs_without_heartbeats_once(prefect_env) -> None:
+    script = (
+        "from prefect import get_client\n"
+        "from flows.attempts import ZOMBIE_AUTOMATION, ensure_zombie_automation\n"
+        "ensure_zombie_automation(); ensure_zombie_automation()\n"
+        "with get_client(sync_client=True) as client:\n"
+        "    for automation in client.read_automations_by_name(ZOMBIE_AUTOMATION):\n"
+        "        print(automation.trigger.within.total_seconds(), automation.actions[0].state.value)\n"
+    )
+    env = {**prefect_env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "40"}
+    created = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr[-3000:]
+    assert created.stdout.splitlines() == ["120.0 CRASHED"]  # one automation: three missed heartbeats
