@@ -34,8 +34,7 @@ def test_addition_critic_writes_what_is_wrong_or_right(response: str, verdict: s
     ],
 )
 def test_addition_critic_never_takes_an_echoed_operand_for_the_answer(response: str, verdict: str, text: str) -> None:
-    [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
-    assert (judgment.verdict, judgment.judgment) == (verdict, text)
+    assert judged(response) == (verdict, text)
 
 
 @pytest.mark.parametrize(
@@ -50,8 +49,7 @@ def test_addition_critic_never_takes_an_echoed_operand_for_the_answer(response: 
     ],
 )
 def test_addition_critic_reads_the_stated_answer_among_several_numbers(response: str, verdict: str, text: str) -> None:
-    [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
-    assert (judgment.verdict, judgment.judgment) == (verdict, text)
+    assert judged(response) == (verdict, text)
 
 
 @pytest.mark.parametrize(
@@ -63,8 +61,13 @@ def test_addition_critic_reads_the_stated_answer_among_several_numbers(response:
     ],
 )
 def test_addition_critic_reads_an_answer_written_in_words(response: str, verdict: str, text: str) -> None:
+    assert judged(response) == (verdict, text)
+
+
+def judged(response: str) -> tuple[str, str]:
+    """The addition critic's verdict and words on a response to "What is 47 + 38?"."""
     [judgment] = AdditionCritic().judge_many_sync([JudgeItem(instruction="What is 47 + 38?", response=response)])
-    assert (judgment.verdict, judgment.judgment) == (verdict, text)
+    return judgment.verdict, judgment.judgment
 
 
 def test_addition_critic_quotes_a_long_response_shortened_to_one_line() -> None:
