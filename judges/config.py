@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +52,14 @@ class JudgeConfig(StrictModel):
         None, description="kind local: the critic's Hugging Face folder; None: the shipped model"
     )
     critic_kv_cache_mib: int = Field(256, ge=16, description="kind local: the critic engine's KV cache, in MiB")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, name: str) -> str:
+        # A value_error's message never repeats the input: a key pasted here is not echoed.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError("must be the name of an environment variable (letters, digits and _), not the key itself")
+        return name
 
     @field_validator("user_template")
     @classmethod

@@ -20,6 +20,7 @@ from judges.cache import JudgmentCache
 from judges.config import JudgeConfig
 from judges.judgment import JudgeItem, Judgment
 from judges.prompt import MalformedReply, judge_messages, parse_reply, repair_messages, reply_json_schema
+from storage.redact import known_secrets, register_secret, scrub_text
 
 KeyProvider = Callable[[], str | None]
 """Returns the API key when judging starts (None: no key is set)."""
@@ -67,6 +68,7 @@ class OpenAIJudge(Judge):
 
     def _client(self) -> openai.AsyncOpenAI:
         key = self.api_key()
+        register_secret(key)  # whatever the variable's or block's name, the key never lands in a reply or log
         if key is None:
             if self.config.base_url is None:
                 raise MissingApiKey(
@@ -104,9 +106,13 @@ class OpenAIJudge(Judge):
         raw: str | None = None
 
         def outcome(**fields) -> Judgment:
+            # A server may echo what it was sent (a key in an error text, say): nothing known to be secret leaves here.
+            secrets = known_secrets()
+            if fields.get("error"):
+                fields["error"] = scrub_text(fields["error"], secrets)
             return Judgment(
                 judge_id=self.judge_id,
-                raw=raw,
+                raw=raw and scrub_text(raw, secrets),
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_usd=self._cost(input_tokens, output_tokens),

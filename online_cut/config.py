@@ -7,6 +7,7 @@ message that names the file and every bad key.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from online_cut.base_model import default_cache_dir, shipped_model_dir
 from online_cut.strict import ExistingFile, StrictModel
 from samplers.config import PromptsConfig, SamplerConfig
 from storage.config import StorageConfig
+from storage.redact import redact_url, register_secret, url_credentials
 
 
 class ConfigError(ValueError):
@@ -129,6 +131,23 @@ class Config(StrictModel):
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
 
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Config:
+        """The key the judge will read and credentials inside URLs are scrubbed from all this process
+        stores and logs (storage/redact.py), whatever the variable is called."""
+        if self.judge.kind == "openai":
+            register_secret(os.environ.get(self.judge.api_key_env))
+        for _, url in self.urls():
+            for credential in url_credentials(url):
+                register_secret(credential)
+        return self
+
+    def urls(self) -> list[tuple[str, str]]:
+        """The configured URLs that may carry credentials, by their keys."""
+        urls = [("judge.base_url", self.judge.base_url), ("storage.mirror", self.storage.mirror),
+                ("placement.exchange", self.placement.exchange)]
+        return [(key, url) for key, url in urls if url is not None]
+
 
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
@@ -184,5 +203,9 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> Co
 
 
 def dump_config(config: Config) -> str:
-    """The resolved config as YAML, defaults filled in, in the order of the schema."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML, defaults filled in, in the order of the schema; credentials in URLs redacted."""
+    data = config.model_dump(mode="json")
+    for key, url in config.urls():
+        section, field = key.split(".")
+        data[section][field] = redact_url(url)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -41,7 +41,7 @@ from storage.records import (
     TrainingStep,
     Triple,
 )
-from storage.redact import redact_payload, scrub_text, secret_env_values
+from storage.redact import known_secrets, redact_payload, scrub_text
 
 _STEP_COLUMN: dict[str, str] = {"sample": "sample_s", "judge": "judge_s", "train": "train_s", "eval": "eval_s"}
 
@@ -156,7 +156,7 @@ class Transaction:
             ).fetchall()
         )
         columns = list(unique[0])
-        secrets = secret_env_values()
+        secrets = known_secrets()
         values = [[_stored_value(row[c], types[c], secrets) for row in unique] for c in columns]
         selects = ", ".join(f"unnest(?::{types[c]}[])" for c in columns)
         if replace_where is None:

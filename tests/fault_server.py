@@ -11,7 +11,8 @@ faulty item also fails its second request, with a 429, 500 or hang (two unusable
 a row would rightly fail the item); an item containing "[always-not-json]" never
 gets the asked JSON. Later requests are answered with a valid chat
 completion after `--latency` seconds. GET /stats counts the requests received; when the
-environment variable STAND_IN_EXPECTED_KEY is set, a request with another key gets 401.
+environment variable STAND_IN_EXPECTED_KEY is set, a request with another key gets 401
+with that key quoted in the error message.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def build_app(fault_rate: float, latency_s: float, hang_s: float) -> web.Applica
         stats["requests"] += 1
         if expected_key is not None and request.headers.get("Authorization") != f"Bearer {expected_key}":
             stats["unauthorized"] += 1
-            return web.json_response({"error": {"message": "bad key", "type": "auth"}}, status=401)
+            # As real servers do, the error quotes the key it was given.
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {sent}", "type": "auth"}}, status=401)
         body = await request.json()
         first_user = _first_user_message(body)
         item = int(hashlib.sha256(first_user.encode()).hexdigest()[:12], 16)
