@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from online_cut.console import fail
+from online_cut.console import as_text, fail
 
 if TYPE_CHECKING:
     from judges.judgment import JudgeItem
@@ -112,10 +112,10 @@ def _print_summary(judgments, out: Path) -> None:
     cached = sum(j.cached for j in judgments)
     console = Console(stderr=True)
     console.print(
-        f"{len(judgments)} judged → {out}: {verdicts['positive']} positive, {verdicts['negative']} negative, "
+        f"{len(judgments)} judged → {as_text(str(out))}: {verdicts['positive']} positive, {verdicts['negative']} negative, "
         f"{verdicts['failed']} failed; {cached} from the cache; {tokens} tokens"
         + (f", ${sum(costs):.4f}" if costs else ""),
         highlight=False,
     )
     for error, count in errors.most_common(5):
-        console.print(f"  failed ×{count}: {error}", highlight=False)
+        console.print(f"  failed ×{count}: {as_text(error)}", highlight=False)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from online_cut.strict import StrictModel
+from online_cut.strict import LocalPath, StrictModel
 
 
 class StorageConfig(StrictModel):
-    db: Path = Field(Path(".online-cut/store.duckdb"), description="the DuckDB store")
-    adapters_dir: Path = Field(Path(".online-cut/adapters"), description="one folder per trained adapter")
-    exports_dir: Path = Field(Path(".online-cut/exports"), description="per-round Parquet exports")
+    db: LocalPath = Field(Path(".online-cut/store.duckdb"), description="the DuckDB store")
+    adapters_dir: LocalPath = Field(Path(".online-cut/adapters"), description="one folder per trained adapter")
+    exports_dir: LocalPath = Field(Path(".online-cut/exports"), description="per-round Parquet exports")
     mirror: str | None = Field(
         None,
         description="a folder or fsspec URL (s3://bucket/prefix, ...) where each round's Parquet export and "

@@ -44,7 +44,12 @@ def get_folder(url: str, local: Path) -> None:
     if not fs.isdir(root):
         raise FileNotFoundError(f"{url}: no such folder on shared storage")
     root = root.rstrip("/")
-    for remote in fs.find(root):
-        target = local / remote[len(root) + 1 :]
+    inside = local.resolve()
+    targets = {remote: local / remote[len(root) + 1 :] for remote in fs.find(root)}
+    for remote, target in targets.items():
+        # An object store's keys are free text: "../x" would write outside the folder.
+        if not target.resolve().is_relative_to(inside):
+            raise ValueError(f"{url}: the object {remote!r} would be written outside {local}; nothing was copied")
+    for remote, target in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get_file(remote, str(target))

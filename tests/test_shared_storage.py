@@ -46,3 +46,15 @@ def test_remove_folder_clears_leftovers_and_accepts_a_missing_one(tmp_path: Path
     remove_folder(url)
     assert not (tmp_path / "exchange" / "judge").exists()
     remove_folder(url)
+
+
+def test_an_object_key_that_leaves_the_folder_is_refused_and_nothing_is_copied(tmp_path: Path) -> None:
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/online-cut-escape/exchange/ok.txt", b"ok")
+    memory.pipe("/online-cut-escape/exchange/../../escaped.txt", b"outside")
+    copy = tmp_path / "deep" / "copy"
+    with pytest.raises(ValueError, match="would be written outside .*nothing was copied"):
+        get_folder("memory://online-cut-escape/exchange", copy)
+    assert not copy.exists() and not (tmp_path / "escaped.txt").exists()
