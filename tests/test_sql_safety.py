@@ -49,6 +49,15 @@ def db(tmp_path: Path) -> Path:
         "COPY (SELECT 1) TO '{db}'",
         "SET enable_external_access = true",
         "ATTACH '{db}.other' AS other",
+        "INSERT INTO runs (run) VALUES ('x')",
+        "UPDATE judgments SET verdict = 'positive'",
+        "DELETE FROM prompts",
+        "CREATE TABLE t (x INT)",
+        "DROP TABLE prompts",
+        "PRAGMA version",
+        "CALL pragma_version()",
+        "INSTALL httpfs",
+        "LOAD httpfs",
     ],
 )
 def test_statements_that_write_or_reconfigure_are_refused_and_the_store_stays_byte_identical(db: Path, query: str):
@@ -57,6 +66,24 @@ def test_statements_that_write_or_reconfigure_are_refused_and_the_store_stays_by
     assert code == 1
     assert "refused" in err
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT count(*) FROM triples",
+        "WITH t AS (SELECT * FROM triples) SELECT count(*) FROM t",
+        "FROM triples SELECT count(*)",
+        "SHOW TABLES",
+        "DESCRIBE triples",
+        "SUMMARIZE SELECT length(response) FROM triples",
+        "EXPLAIN (FORMAT json) SELECT 1",
+    ],
+)
+def test_reads_run(db: Path, query: str):
+    code, out, err = cli("sql", query, "--db", db, "--format", "csv")
+    assert code == 0, err
+    assert out.strip()
 
 
 def test_explain_of_a_select_still_shows_the_plan(db: Path):
