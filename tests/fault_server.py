@@ -10,7 +10,8 @@ body is not a chat completion at all. Every third
 faulty item also fails its second request, with a 429, 500 or hang (two unusable replies in
 a row would rightly fail the item); an item containing "[always-not-json]" never
 gets the asked JSON. Later requests are answered with a valid chat
-completion after `--latency` seconds. GET /stats counts the requests received; when the
+completion after `--latency` seconds. The Batch API (/v1/files, /v1/batches) is served beside it
+from the same answers (tests/batch_stand_in.py). GET /stats counts the requests received; when the
 environment variable STAND_IN_EXPECTED_KEY is set, a request with another key gets 401
 with that key quoted in the error message.
 """
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aiohttp import web
+from batch_stand_in import BatchBehaviour, add_batch_routes
 
 FAULTS = ("429", "500", "hang", "not-json", "garbage")
 TRANSPORT_FAULTS = FAULTS[:3]  # retried by the client; the others cost the item its one repair
@@ -68,7 +70,16 @@ def completion(body: dict, content: str, item_hash: int) -> dict:
     }
 
 
-def build_app(fault_rate: float, latency_s: float, hang_s: float) -> web.Application:
+def answer(body: dict) -> dict:
+    """The valid chat completion for a request: the same table answers online and batch requests."""
+    item = int(hashlib.sha256(_first_user_message(body).encode()).hexdigest()[:12], 16)
+    verdict = "positive" if item % 2 else "negative"
+    score = 7 + item % 4 if verdict == "positive" else 1 + item % 6
+    content = json.dumps({"judgment": f"The response was checked ({verdict}).", "verdict": verdict, "score": score})
+    return completion(body, content, item)
+
+
+def build_app(fault_rate: float, latency_s: float, hang_s: float, batch: BatchBehaviour | None = None) -> web.Application:
     attempts: Counter[int] = Counter()
     stats: Counter[str] = Counter(requests=0)
     expected_key = os.environ.get("STAND_IN_EXPECTED_KEY")
@@ -99,10 +110,7 @@ def build_app(fault_rate: float, latency_s: float, hang_s: float) -> web.Applica
         if fault == "not-json":
             return web.json_response(completion(body, "I think this response is quite good overall!", item))
         await asyncio.sleep(latency_s)
-        verdict = "positive" if item % 2 else "negative"
-        score = 7 + item % 4 if verdict == "positive" else 1 + item % 6
-        content = json.dumps({"judgment": f"The response was checked ({verdict}).", "verdict": verdict, "score": score})
-        return web.json_response(completion(body, content, item))
+        return web.json_response(answer(body))
 
     async def get_stats(_: web.Request) -> web.Response:
         return web.json_response(dict(stats))
@@ -112,12 +120,17 @@ def build_app(fault_rate: float, latency_s: float, hang_s: float) -> web.Applica
 
     app = web.Application()
     app.add_routes([web.post("/v1/chat/completions", chat), web.get("/stats", get_stats), web.get("/health", health)])
+    add_batch_routes(app, batch or BatchBehaviour(), answer, stats, expected_key)
     return app
 
 
 @contextmanager
 def running_stand_in(
-    fault_rate: float, latency_s: float = 0.0, hang_s: float = 2.0, expected_key: str | None = None
+    fault_rate: float,
+    latency_s: float = 0.0,
+    hang_s: float = 2.0,
+    expected_key: str | None = None,
+    batch: BatchBehaviour | None = None,
 ) -> Iterator[str]:
     """Start the server in its own process; yields its OpenAI base URL (…/v1)."""
     with socket.socket() as probe:
@@ -127,7 +140,7 @@ def running_stand_in(
     if expected_key is not None:
         env["STAND_IN_EXPECTED_KEY"] = expected_key
     command = [sys.executable, __file__, "--port", str(port), "--fault-rate", str(fault_rate),
-               "--latency", str(latency_s), "--hang-s", str(hang_s)]
+               "--latency", str(latency_s), "--hang-s", str(hang_s), *(batch or BatchBehaviour()).arguments()]
     server = subprocess.Popen(command, env=env)
     root = f"http://127.0.0.1:{port}"
     try:
@@ -158,5 +171,7 @@ if __name__ == "__main__":
     parser.add_argument("--fault-rate", type=float, default=0.3)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each valid answer")
     parser.add_argument("--hang-s", type=float, default=2.0, help="how long a 'hang' fault sleeps")
+    BatchBehaviour.add_arguments(parser)
     args = parser.parse_args()
-    web.run_app(build_app(args.fault_rate, args.latency, args.hang_s), host="127.0.0.1", port=args.port, print=None)
+    app = build_app(args.fault_rate, args.latency, args.hang_s, BatchBehaviour.from_arguments(args))
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
