@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from cut.config import OBJECTIVES
 from flows.online_cut import alignment_round
 from judges.cache import StoreJudgmentCache
+from judges.openai_batch import StoreBatchLedger
 from online_cut import experiment as exp
 from online_cut.config import dump_config, load_config
 from online_cut.judge_setup import configured_judge
@@ -41,7 +42,7 @@ def experiment(
     settings = load_config(Path(config))
     check_pools(settings.placement)
     store = Store.from_config(settings.storage)
-    judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store))
+    judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store), ledger=StoreBatchLedger(store))
     shared = RunContext(settings, exp.shared_run(name), store)
     store.add_run(shared.run, config=settings.model_dump(mode="json"))
     outcomes = []

@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 from flows import attempts, reporting
 from judges.base import Judge
 from judges.cache import StoreJudgmentCache
+from judges.openai_batch import StoreBatchLedger
 from online_cut.config import load_config
 from online_cut.judge_setup import configured_judge
 from online_cut.logs import show_progress
@@ -78,7 +79,7 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     store = Store.from_config(settings.storage)
     store.add_run(run, config=settings.model_dump(mode="json"))
     ctx = RunContext(settings, run, store)
-    judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store))
+    judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store), ledger=StoreBatchLedger(store))
     logger.info("run %s: %d rounds of %s judged by %s", run, settings.rounds, ctx.base_model, judge.judge_id)
     with open_sampler(settings.sampler, ctx.base_model, dtype=settings.model.dtype,
                       max_model_len=settings.model.max_model_len) as sampler:

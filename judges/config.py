@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from judges.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, check_template
 from online_cut.strict import StrictModel
@@ -22,6 +22,23 @@ class JudgeConfig(StrictModel):
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable that holds the key (never the key)")
     api_key_secret: str | None = Field(
         None, description="name of a Prefect Secret block holding the key; read only when judging"
+    )
+    mode: Literal["online", "batch"] = Field(
+        "online",
+        description="kind openai: online requests, or the Batch API (half the price, a separate rate limit; "
+        "waits minutes to hours)",
+    )
+    completion_window: str = Field("24h", description="mode batch: the batch's completion window")
+    batch_discount: float = Field(0.5, gt=0, le=1, description="mode batch: the share of price_*_per_1k a batch pays")
+    batch_poll_s: float = Field(10.0, gt=0, description="mode batch: first wait between polls; grows 1.5x per poll")
+    batch_poll_max_s: float = Field(300.0, gt=0, description="mode batch: longest wait between polls")
+    batch_retry: Literal["batch", "online", "none"] = Field(
+        "batch",
+        description="mode batch: where items a batch did not answer (errors, malformed replies, expired or "
+        "cancelled batches) get their one more try",
+    )
+    batch_dir: Path = Field(
+        Path(".online-cut/batches"), description="mode batch: where each batch's request file (prompts only) is kept"
     )
     concurrency: int = Field(16, ge=1, description="requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
@@ -52,6 +69,12 @@ class JudgeConfig(StrictModel):
         None, description="kind local: the critic's Hugging Face folder; None: the shipped model"
     )
     critic_kv_cache_mib: int = Field(256, ge=16, description="kind local: the critic engine's KV cache, in MiB")
+
+    @model_validator(mode="after")
+    def _batch_needs_openai(self) -> JudgeConfig:
+        if self.mode == "batch" and self.kind != "openai":
+            raise ValueError(f"mode batch needs kind openai (the Batch API); kind is {self.kind!r}")
+        return self
 
     @field_validator("api_key_env")
     @classmethod

@@ -11,6 +11,7 @@ from judges.base import Judge
 from judges.cache import JudgmentCache
 from judges.config import JudgeConfig
 from judges.local_critic import LocalCritic
+from judges.openai_batch import BatchLedger, OpenAIBatchJudge
 from judges.openai_judge import KeyProvider, OpenAIJudge
 from judges.rules import AdditionCritic, FormatCritic
 
@@ -41,13 +42,18 @@ def env_key_provider(variable: str) -> KeyProvider:
 
 
 def build_judge(
-    config: JudgeConfig, *, api_key: KeyProvider | None = None, cache: JudgmentCache | None = None
+    config: JudgeConfig,
+    *,
+    api_key: KeyProvider | None = None,
+    cache: JudgmentCache | None = None,
+    ledger: BatchLedger | None = None,
 ) -> Judge:
     """The judge the config selects.
 
     `api_key` supplies the key for kind 'openai' (default: the environment variable
     `config.api_key_env`); a config naming a Prefect Secret block (`api_key_secret`) needs the
     caller to pass a provider reading it, since nothing under judges/ imports Prefect.
+    Mode 'batch' records its batches in `ledger`, so a rerun polls them instead of paying again.
     Rule critics are instant and free, so they take no cache.
     """
     if config.kind == "rule":
@@ -60,7 +66,12 @@ def build_judge(
                     "pass a key provider that reads it"
                 )
             api_key = env_key_provider(config.api_key_env)
-        return OpenAIJudge(config, api_key, f"openai:{config.model}@{config_fingerprint(config, config.model)}", cache)
+        judge_id = f"openai:{config.model}@{config_fingerprint(config, config.model)}"
+        if config.mode == "batch":
+            if ledger is None:
+                raise ValueError("judge.mode batch needs a store to record its batches in (online-cut judge: --db)")
+            return OpenAIBatchJudge(config, api_key, judge_id, ledger, cache)
+        return OpenAIJudge(config, api_key, judge_id, cache)
     from online_cut.base_model import shipped_model_dir
 
     critic_path = str(Path(config.critic_path) if config.critic_path is not None else shipped_model_dir())

@@ -97,22 +97,32 @@ class OpenAIJudge(Judge):
 
             return list(await asyncio.gather(*(judge_one(item) for item in items)))
 
+    def request_body(self, messages: list[dict[str, str]]) -> dict:
+        """The chat request for `messages`: the same model, caps and reply schema online and in a batch."""
+        config = self.config
+        extra = {"response_format": reply_json_schema(config.judgment_max_chars)} if config.structured_output else {}
+        return {
+            "model": config.model,
+            "messages": messages,
+            "max_tokens": config.max_tokens,
+            "temperature": config.temperature,
+            "frequency_penalty": config.frequency_penalty,
+            **extra,
+        }
+
     async def _judge_one(self, client: openai.AsyncOpenAI, item: JudgeItem) -> Judgment:
         config = self.config
         messages = judge_messages(item, config.system_prompt, config.user_template)
-        extra = {"response_format": reply_json_schema(config.judgment_max_chars)} if config.structured_output else {}
         started = time.perf_counter()
         input_tokens = output_tokens = 0
         raw: str | None = None
 
         def outcome(**fields) -> Judgment:
-            # A server may echo what it was sent (a key in an error text, say): nothing known to be secret leaves here.
-            secrets = known_secrets()
             if fields.get("error"):
-                fields["error"] = scrub_text(fields["error"], secrets)
+                fields["error"] = without_secrets(fields["error"])
             return Judgment(
                 judge_id=self.judge_id,
-                raw=raw and scrub_text(raw, secrets),
+                raw=without_secrets(raw),
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_usd=self._cost(input_tokens, output_tokens),
@@ -131,18 +141,7 @@ class OpenAIJudge(Judge):
                 # timeout still apply); it skips `chat.completions.create`'s parameter
                 # transform, a no-op for plain-text messages that cost a third of the
                 # client's CPU per request (bench/judge.py).
-                completion = await client.post(
-                    "/chat/completions",
-                    body={
-                        "model": config.model,
-                        "messages": messages,
-                        "max_tokens": config.max_tokens,
-                        "temperature": config.temperature,
-                        "frequency_penalty": config.frequency_penalty,
-                        **extra,
-                    },
-                    cast_to=ChatCompletion,
-                )
+                completion = await client.post("/chat/completions", body=self.request_body(messages), cast_to=ChatCompletion)
             except openai.APIError as exc:
                 return outcome(status="failed", error=_describe_api_error(exc))
             except ValueError:  # a body that says it is JSON and is not
@@ -169,6 +168,11 @@ class OpenAIJudge(Judge):
         if price_in is None or price_out is None:
             return None
         return (input_tokens * price_in + output_tokens * price_out) / 1000
+
+
+def without_secrets(text: str | None) -> str | None:
+    """A server may echo what it was sent (a key in an error text, say): nothing known to be secret leaves a judge."""
+    return text and scrub_text(text, known_secrets())
 
 
 def _describe_api_error(exc: openai.APIError) -> str:

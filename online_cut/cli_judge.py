@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -25,14 +26,24 @@ def judge(
     db: Path = typer.Option(
         None, "--db", help="a DuckDB store holding the judgment cache (default: no cache); judgments are kept there"
     ),
+    mode: str = typer.Option(
+        None, "--mode", help="override judge.mode: online, or batch (the OpenAI Batch API at half the price; needs --db, "
+        "where the batch is recorded so a rerun polls it instead of paying again)"
+    ),
 ) -> None:
     """Judge every response in FILE and write the records with their judgments to OUT.
 
     OUT is written once every record has a result (judged, or failed with its reason); a bad input line stops the command before anything is judged or written.
     """
+    from pydantic import ValidationError
     from tqdm import tqdm
 
+    # The judges' own progress lines (a batch's status and counts while it is waited for) go to stderr.
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("judges").setLevel(logging.INFO)
+
     from judges.cache import StoreJudgmentCache
+    from judges.openai_batch import StoreBatchLedger
     from online_cut.judge_setup import configured_judge
     from judges.openai_judge import MissingApiKey
     from online_cut.config import ConfigError, load_config
@@ -41,16 +52,21 @@ def judge(
         judge_config = load_config(config).judge
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    overrides = {name: value for name, value in (("base_url", base_url), ("model", model)) if value is not None}
-    judge_config = judge_config.model_validate({**judge_config.model_dump(), **overrides})
+    overrides = {name: value for name, value in (("base_url", base_url), ("model", model), ("mode", mode)) if value is not None}
+    try:
+        judge_config = judge_config.model_validate({**judge_config.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise fail("; ".join(f"judge.{'.'.join(map(str, e['loc'])) or 'mode'}: {e['msg']}" for e in exc.errors())) from None
+    if judge_config.mode == "batch" and db is None:
+        raise fail("--mode batch needs --db: the batch is recorded there, so a rerun polls it instead of paying again")
     records, items = _read_records(file)
 
-    cache = None
+    cache = ledger = None
     if db is not None:
         from storage.store import Store
 
-        cache = StoreJudgmentCache(Store(db))
-    judge = configured_judge(judge_config, cache=cache)
+        cache, ledger = StoreJudgmentCache(Store(db)), StoreBatchLedger(Store(db))
+    judge = configured_judge(judge_config, cache=cache, ledger=ledger)
     try:
         with tqdm(total=len(items), unit="item", desc=f"judging with {judge.judge_id}") as bar:
             judgments = judge.judge_many_sync(items, bar.update)

@@ -132,6 +132,15 @@ class Config(StrictModel):
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
 
     @model_validator(mode="after")
+    def _batch_judging_in_the_flow(self) -> Config:
+        if self.judge.mode == "batch" and self.placement.judge is not None:
+            raise ValueError(
+                "judge.mode batch with placement.judge: a batch is recorded in the store, which a work pool's worker "
+                "never opens; judge in the flow's process (the wait costs no compute there)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _register_secrets(self) -> Config:
         """The key the judge will read and credentials inside URLs are scrubbed from all this process
         stores and logs (storage/redact.py), whatever the variable is called."""

@@ -7,11 +7,12 @@ from judges.base import Judge
 from judges.cache import JudgmentCache
 from judges.config import JudgeConfig
 from judges.factory import build_judge
+from judges.openai_batch import BatchLedger
 
 
-def configured_judge(config: JudgeConfig, cache: JudgmentCache | None = None) -> Judge:
+def configured_judge(config: JudgeConfig, cache: JudgmentCache | None = None, ledger: BatchLedger | None = None) -> Judge:
     api_key = _prefect_secret_reader(config.api_key_secret) if config.api_key_secret else None
-    return build_judge(config, api_key=api_key, cache=cache)
+    return build_judge(config, api_key=api_key, cache=cache, ledger=ledger)
 
 
 def _prefect_secret_reader(block_name: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from storage import records
 from storage.store import Store
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Told (done, total) as a step's items finish."""
 
 # Judgments are stored after every chunk of this many requests in flight per slot, so a
 # killed run pays again for at most one chunk of unanswered requests, never for a stored one.
@@ -139,8 +143,11 @@ def unjudged_items(ctx: RunContext, round: int, judge_id: str) -> list[JudgeItem
     ]
 
 
-def judge(ctx: RunContext, judge: Judge, round: int) -> int:
-    """Judge the round's responses in chunks; returns the judgments stored."""
+def judge(ctx: RunContext, judge: Judge, round: int, progress: Progress | None = None) -> int:
+    """Judge the round's responses in chunks (a batch-mode judge: one batch); returns the judgments stored.
+
+    `progress` is told how many responses are judged so far, and of how many.
+    """
     state = ctx.state(round)
     if state.judge_s is not None:
         return 0
@@ -153,11 +160,20 @@ def judge(ctx: RunContext, judge: Judge, round: int) -> int:
         from online_cut.placement import PlacedJudge, step_url
 
         judge = PlacedJudge(judge, ctx.config, step_url(ctx.config.placement, ctx.run, round, "judge"))
-    chunk_size = JUDGE_CHUNK_PER_SLOT * ctx.config.judge.concurrency
-    added = 0
+    # A batch costs its wait, not its size: one batch for the round, recorded before the wait.
+    batched = ctx.config.judge.mode == "batch"
+    chunk_size = max(1, len(items)) if batched else JUDGE_CHUNK_PER_SLOT * ctx.config.judge.concurrency
+    added = done = 0
+
+    def judged(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, len(items))
+
     for first in range(0, len(items), chunk_size):
         chunk = items[first : first + chunk_size]
-        verdicts = judge.judge_many_sync(chunk)
+        verdicts = judge.judge_many_sync(chunk, judged)
         # Model judges' caches store these too; rule critics have no cache. Writes are idempotent.
         added += ctx.store.add_judgments(stored_judgment(i.response_id, judge.judge_id, v) for i, v in zip(chunk, verdicts))
     ctx.store.record_round_step(ctx.run, round, "judge", time.perf_counter() - started)

@@ -197,8 +197,28 @@ def m004_dpo_steps(db: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def m005_judge_batches(db: duckdb.DuckDBPyConnection) -> None:
+    """Batch API submissions, recorded before any wait, so a rerun polls them instead of paying twice."""
+    db.execute("""
+        CREATE TABLE judge_batches (
+            batch_id VARCHAR PRIMARY KEY,
+            judge VARCHAR NOT NULL,
+            attempt INTEGER NOT NULL,
+            request_ids VARCHAR[] NOT NULL,
+            input_file_id VARCHAR NOT NULL,
+            request_file VARCHAR,
+            status VARCHAR NOT NULL,
+            output_file_id VARCHAR,
+            error_file_id VARCHAR,
+            completed INTEGER,
+            failed INTEGER,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        );
+    """)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
-    m001_initial, m002_views, m003_triples_score, m004_dpo_steps,
+    m001_initial, m002_views, m003_triples_score, m004_dpo_steps, m005_judge_batches,
 ]
 
 

@@ -129,6 +129,22 @@ class Evaluation(Record):
     details: dict[str, Any] | None = None
 
 
+class JudgeBatch(Record):
+    """A Batch API submission of a judge: which requests it holds and how far it got."""
+
+    batch_id: str
+    judge: str
+    attempt: int = Field(ge=1, description="1: the first try of its requests; 2: the one retry")
+    request_ids: list[str] = Field(description="the requests' custom_ids: the responses' ids")
+    input_file_id: str
+    request_file: str | None = Field(None, description="the request file kept on disk (prompts only)")
+    status: str = Field(description="the Batch API's: validating, in_progress, ..., completed, failed, expired, cancelled")
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    completed: int | None = None
+    failed: int | None = None
+
+
 class RoundState(Record):
     """A row of `rounds`: which steps of a round are done (their seconds are set) and the gate's decision."""
 

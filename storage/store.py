@@ -33,6 +33,7 @@ from storage.records import (
     AdapterStatus,
     Evaluation,
     FlaggedToken,
+    JudgeBatch,
     Judgment,
     Prompt,
     Response,
@@ -117,6 +118,9 @@ class Transaction:
             [judge, list(response_ids)],
         ).fetchall()
         return {response_id: (text, verdict, judgment) for response_id, text, verdict, judgment in rows}
+
+    def add_judge_batch(self, batch: JudgeBatch) -> int:
+        return self._insert("judge_batches", [batch.model_dump()], key=("batch_id",))
 
     def add_adapter(self, adapter: Adapter) -> int:
         return self._insert("adapters", [adapter.model_dump()], key=("adapter_id",))
@@ -265,6 +269,27 @@ class Store:
     def add_judgments(self, judgments: Iterable[Judgment]) -> int:
         with self.transaction() as tx:
             return tx.add_judgments(judgments)
+
+    def add_judge_batch(self, batch: JudgeBatch) -> int:
+        with self.transaction() as tx:
+            return tx.add_judge_batch(batch)
+
+    def update_judge_batch(self, batch: JudgeBatch) -> None:
+        """Store how far a recorded batch got (status, counts, result files)."""
+        with self.transaction() as tx:
+            tx.db.execute(
+                "UPDATE judge_batches SET status = ?, output_file_id = ?, error_file_id = ?, completed = ?, failed = ? "
+                "WHERE batch_id = ?",
+                [batch.status, batch.output_file_id, batch.error_file_id, batch.completed, batch.failed, batch.batch_id],
+            )
+
+    def judge_batches(self, judge: str, attempt: int) -> list[JudgeBatch]:
+        """The judge's recorded batches of one attempt, oldest first."""
+        rows = self.query(
+            "SELECT * EXCLUDE (created_at) FROM judge_batches WHERE judge = ? AND attempt = ? ORDER BY created_at, batch_id",
+            [judge, attempt],
+        )
+        return [JudgeBatch.model_validate(row) for row in rows]
 
     def add_adapter(self, adapter: Adapter) -> int:
         with self.transaction() as tx:

@@ -8,6 +8,7 @@ there ends the round and a rerun of the run continues from it.
 from __future__ import annotations
 
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from judges.base import Judge
@@ -19,6 +20,8 @@ from storage import records
 # Steps that hold the accelerator carry this tag; `prefect concurrency-limit create gpu 1`
 # then keeps two runs from using one card at once (docs/scaling.md).
 DEVICE_TAG = "gpu"
+# The judging progress artifact moves in steps of this many percent.
+PROGRESS_STEP = 5.0
 
 
 @task(name="sample", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
@@ -28,7 +31,18 @@ def sample(ctx: RunContext, sampler: Sampler, round: int) -> int:
 
 @task(name="judge", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
 def judge(ctx: RunContext, judge: Judge, round: int) -> int:
-    return steps.judge(ctx, judge, round)
+    """The round's judging, its share done shown as a progress artifact (a batch's wait can take hours)."""
+    artifact_id = create_progress_artifact(0.0, description=f"round {round}: responses judged", _sync=True)
+    shown = 0.0
+
+    def judged(done: int, total: int) -> None:
+        nonlocal shown
+        share = 100.0 * done / max(total, 1)
+        if share - shown >= PROGRESS_STEP or done == total:  # one request to the server per step, not per response
+            update_progress_artifact(artifact_id, progress=share, _sync=True)
+            shown = share
+
+    return steps.judge(ctx, judge, round, judged)
 
 
 @task(name="train", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
