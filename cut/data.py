@@ -18,6 +18,13 @@ class Triple:
     judgment: str | None  # None: the response was judged fine (Align-P); text: what is wrong (Align-N)
     score: float | None = None  # the judge's score where it gives one (model judges: 1-10); DPO pairs by it
 
+    @classmethod
+    def judged(
+        cls, instruction: str, input: str, response: str, verdict: str, judgment: str | None, score: float | None = None
+    ) -> Triple:
+        """A stored judged triple as training reads it: only a negative verdict's text is a judgment to learn from."""
+        return cls(instruction, input, response, judgment if verdict == "negative" else None, score)
+
     @property
     def negative(self) -> bool:
         return self.judgment is not None
