@@ -31,7 +31,8 @@ def write_training_inputs(work: Path, config: Config, triples: list[Triple]) -> 
     """`triples.jsonl` (CUT paper fields) and `config.yaml` in `work`."""
     work.mkdir(parents=True, exist_ok=True)
     (work / TRIPLES_FILE).write_text("".join(
-        json.dumps({"instruction": t.instruction, "input": t.input, "output": t.response, "judgment": t.judgment}) + "\n"
+        json.dumps({"instruction": t.instruction, "input": t.input, "output": t.response, "judgment": t.judgment,
+                    "score": t.score}) + "\n"
         for t in triples
     ))
     (work / CONFIG_FILE).write_text(dump_config(config))
@@ -67,7 +68,8 @@ def read_training_result(out_dir: Path) -> TrainResult:
         for index, tokens in json.loads((out_dir / "flagged.json").read_text()).items()
     }
     summary = json.loads((out_dir / "summary.json").read_text())
-    return TrainResult(out_dir, steps, flagged, [], summary["rows"], summary["dropped"])
+    pairs = [tuple(pair) for pair in summary.get("pairs", [])]
+    return TrainResult(out_dir, steps, flagged, [], summary["rows"], summary["dropped"], pairs=pairs)
 
 
 def train_launched(config: Config, triples: list[Triple], out_dir: Path, init_adapter: Path | None) -> TrainResult:

@@ -37,6 +37,7 @@ class CutRecord(BaseModel):
     input: str = ""
     output: str
     judgment: str | None = Field(description="required; null for a positive judgment")
+    score: int | float | None = Field(None, description="optional: the judge's score, which DPO pairs by")
 
     @field_validator("judgment")
     @classmethod
