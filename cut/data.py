@@ -38,7 +38,7 @@ class Triple:
 def load_triples(path: Path | str) -> list[Triple]:
     """The triples of a CUT paper file (JSON list, JSONL or Parquet of {instruction, input, output, judgment});
     raises `CutFormatError` naming the file and record of the first bad one."""
-    return [Triple(r.instruction, r.input, r.output, r.judgment) for r in read_cut_records(Path(path))]
+    return [Triple(r.instruction, r.input, r.output, r.judgment, r.score) for r in read_cut_records(Path(path))]
 
 
 def balanced_indices(
