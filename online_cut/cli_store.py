@@ -30,6 +30,19 @@ class ExportFormat(str, Enum):
     parquet = "parquet"
     json = "json"
     jsonl = "jsonl"
+    cut = "cut"
+    chat = "chat"
+    kto = "kto"
+    dpo = "dpo"
+    critique = "critique"
+
+
+EXPORT_FORMAT_HELP = (
+    "parquet: one file per run and round under a folder; json/jsonl: the CUT paper's format. One file, .jsonl or "
+    ".parquet by --out: cut (the paper's fields), chat (messages: user, assistant; TRL's SFT), kto (prompt, "
+    "completion, label), dpo (prompt, chosen, rejected: the dpo objective's pairs), critique (instruction, input, "
+    "response, judgment, verdict, score)"
+)
 
 
 class TableFormat(str, Enum):
@@ -72,16 +85,17 @@ def import_command(
 
 @store_app.command("export")
 def export_command(
-    format: ExportFormat = typer.Option(..., "--format", help="parquet: one file per run and round; json/jsonl: the CUT paper's format"),
-    out: Path = typer.Option(None, "--out", help="a folder for parquet (default: storage.exports_dir), a file for json/jsonl"),
+    format: ExportFormat = typer.Option(..., "--format", help=EXPORT_FORMAT_HELP),
+    out: Path = typer.Option(None, "--out", help="a folder for parquet (default: storage.exports_dir), else a file"),
     db: Path = typer.Option(None, "--db", help=DB_HELP),
     run: str = typer.Option(None, "--run", help="only this run"),
     round: int = typer.Option(None, "--round", help="only this round"),
+    judge: str = typer.Option(None, "--judge", help="only this judge's triples (as the triples view names it)"),
+    seed: int = typer.Option(None, "--seed", help="dpo: the pairing's seed (default: cut.seed, as the objective pairs)"),
     wait: float = typer.Option(None, "--wait", min=0, help=WAIT_HELP),
 ) -> None:
-    """Export judged triples from the store."""
+    """Export judged triples from the store, each file written whole or not at all."""
     from storage.connection import StoreLocked
-    from storage.exporter import export_cut, export_parquet
     from storage.store import Store
 
     defaults = storage_defaults()
@@ -92,16 +106,46 @@ def export_command(
         raise fail(f"--out FILE is required with --format {format.value}")
     try:
         store = Store(db, lock_timeout_s=defaults.lock_timeout_s if wait is None else wait)
-        if format is ExportFormat.parquet:
-            exported = export_parquet(store, out or defaults.exports_dir, run=run, round=round)
-            count, where = sum(e.triples for e in exported), f"{len(exported)} files under {out or defaults.exports_dir}"
-        else:
-            count, where = export_cut(store, out, run=run, round=round, jsonl=format is ExportFormat.jsonl), str(out)
-    except StoreLocked as exc:
+        count, where = _export(format, store, out or defaults.exports_dir, run=run, round=round, judge=judge, seed=seed)
+    except (StoreLocked, ValueError) as exc:
         raise fail(str(exc)) from None
     if count == 0:
         raise fail("no judged triples match; nothing was exported")
-    typer.echo(f"wrote {count} triples to {where}")
+    typer.echo(f"wrote {count} {'pairs' if format is ExportFormat.dpo else 'triples'} to {where}")
+
+
+def _export(format: ExportFormat, store, out: Path, *, seed: int | None, **where) -> tuple[int, str]:
+    """Write the export; returns how many records and where they went."""
+    from storage import exporter
+
+    if format is ExportFormat.parquet:
+        exported = exporter.export_parquet(store, out, **where)
+        return sum(e.triples for e in exported), f"{len(exported)} files under {out}"
+    if format in (ExportFormat.json, ExportFormat.jsonl):
+        return exporter.export_cut(store, out, jsonl=format is ExportFormat.jsonl, **where), str(out)
+    if out.suffix.lower() not in exporter.SHAPE_SUFFIXES:
+        raise ValueError(f"--out {out}: --format {format.value} writes a .jsonl or .parquet file")
+    if format is ExportFormat.cut:
+        records = exporter.cut_records(store, **where)
+    else:
+        triples = [t for t in store.triples(where["run"], where["round"]) if where["judge"] in (None, t.judge)]
+        if format is ExportFormat.dpo:
+            records = [exporter.pair_record(triples[c], triples[r]) for c, r in _dpo_pairs(triples, seed)]
+        else:
+            records = [exporter.shaped_record(format.value, t) for t in triples]
+    if records:
+        exporter.write_records(out, records)
+    return len(records), str(out)
+
+
+def _dpo_pairs(triples, seed: int | None) -> list[tuple[int, int]]:
+    """The pairs the dpo objective trains on for these triples (cut/pairs.py), as indices."""
+    from cut.config import CutConfig
+    from cut.data import Triple
+    from cut.pairs import preference_pairs
+
+    as_trained = [Triple.judged(t.instruction, t.input, t.response, t.verdict, t.judgment, t.score) for t in triples]
+    return preference_pairs(as_trained, CutConfig().seed if seed is None else seed)
 
 
 @store_app.command("sql")

@@ -13,11 +13,18 @@ from online_cut.console import fail
 
 def train(
     triples: Path = typer.Option(
-        ...,
+        None,
         "--triples",
         help="triples to train on: the CUT paper's JSON list, JSONL or Parquet, records {instruction, input, output, "
         "judgment} with judgment null for a good response and text naming what is wrong otherwise",
     ),
+    sql: str = typer.Option(
+        None,
+        "--sql",
+        help="or: train on the rows of a read-only query of the store, with columns instruction, input, response, "
+        "judgment, verdict (score optional), e.g. \"SELECT * FROM triples WHERE run = 'cut-paper'\"",
+    ),
+    db: Path = typer.Option(None, "--db", help="--sql: the DuckDB store (default: storage.db of the config)"),
     config: Path = typer.Option(
         ..., "--config", help="a YAML config; `model` picks the base model, `cut` the objective and hyper-parameters"
     ),
@@ -41,7 +48,8 @@ def train(
 
     OUT receives the adapter, summary.json (rows trained, dropped as too long, and for dpo the pairs as triple indices), metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s; for dpo loss, reward_margin, reward_accuracy, pairs, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged before training, with both probabilities). A bad file stops the command before training.
 
-    Selecting triples from the store (--sql) arrives with the storage integration.
+    The triples come from a file (--triples) or from the store (--sql, read as `online-cut sql` reads it: a query
+    that writes is refused); summary.json records the query and how many rows it returned.
     """
     from rich.console import Console
     from rich.table import Table
@@ -54,17 +62,19 @@ def train(
     from online_cut.config import ConfigError, load_config
     from storage.cut_format import CutFormatError
 
+    if (triples is None) == (sql is None):
+        raise fail("give the triples to train on as one of --triples FILE and --sql QUERY")
     overrides = {k: v for k, v in (("objective", objective), ("reduction", reduction)) if v is not None}
     try:
         run_config = load_config(config)
         cut_config = CutConfig.model_validate({**run_config.cut.model_dump(), **overrides})
-        loaded = load_triples(triples)[:limit]
+        loaded = (load_triples(triples) if sql is None else _selected_triples(sql, db or run_config.storage.db, run_config))[:limit]
     except (ConfigError, CutFormatError) as exc:
         raise fail(str(exc)) from None
     except ValidationError as exc:
         raise fail(f"--objective/--reduction: {exc.errors()[0]['msg']}") from None
     if not loaded:
-        raise fail(f"{triples}: no triple in the file")
+        raise fail(f"{triples}: no triple in the file" if sql is None else "--sql: the query returned no row")
     if init_adapter is not None and not (init_adapter / "adapter_config.json").is_file():
         raise fail(f"{init_adapter}: not a PEFT adapter folder (no adapter_config.json)")
     if out.exists() and any(out.iterdir()) and not (overwrite and (out / "adapter_config.json").is_file()):
@@ -79,7 +89,10 @@ def train(
     (out / "metrics.jsonl").write_text("".join(json.dumps(step) + "\n" for step in result.steps))
     flagged = {str(i): [asdict(token) for token in tokens] for i, tokens in result.flagged.items()}
     (out / "flagged.json").write_text(json.dumps(flagged, indent=1))
-    (out / "summary.json").write_text(json.dumps({"rows": result.rows, "dropped": result.dropped, "pairs": result.pairs}))
+    source = {} if sql is None else {"sql": sql, "selected": len(loaded)}
+    (out / "summary.json").write_text(
+        json.dumps({**source, "rows": result.rows, "dropped": result.dropped, "pairs": result.pairs})
+    )
 
     dpo = cut_config.objective == "dpo"
     metrics = ("loss", "reward_margin", "reward_accuracy") if dpo else ("loss", "l1", "l2")
@@ -95,3 +108,33 @@ def train(
         str(len(result.pairs) if dpo else sum(len(tokens) for tokens in result.flagged.values())),
     )
     Console().print(summary)
+
+
+# What --sql must return to make triples of its rows; `score` is read too where the query has it.
+SQL_COLUMNS = ("instruction", "input", "response", "judgment", "verdict")
+
+
+def _selected_triples(sql: str, db: Path, run_config) -> list:
+    """The query's rows as triples, read through `online-cut sql`'s read-only path; every problem is a `fail`."""
+    from cut.data import Triple
+    from storage.sql import QueryFailed, QueryRefused, StoreUnavailable, run_query
+
+    storage = run_config.storage
+    try:
+        result = run_query(sql, db, storage.exports_dir, wait_s=storage.reader_wait_s, timeout_s=storage.sql_timeout_s,
+                           memory_limit=storage.sql_memory_limit)
+    except (QueryRefused, QueryFailed, StoreUnavailable) as exc:
+        raise fail(f"--sql: {exc}") from None
+    missing = [c for c in SQL_COLUMNS if c not in result.columns]
+    if missing:
+        raise fail(f"--sql: the query returns no column {', '.join(missing)} (it returns {', '.join(result.columns)}); "
+                   f"training needs {', '.join(SQL_COLUMNS)}")
+    rows = [dict(zip(result.columns, row)) for row in result.rows]
+    bad = next((n for n, row in enumerate(rows, start=1) if row["verdict"] not in ("positive", "negative")), None)
+    if bad is not None:
+        raise fail(f"--sql: row {bad} has verdict {rows[bad - 1]['verdict']!r}; a triple's is positive or negative")
+    return [
+        Triple.judged(row["instruction"], row["input"] or "", row["response"], row["verdict"], row["judgment"],
+                      row.get("score"))
+        for row in rows
+    ]

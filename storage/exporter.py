@@ -1,4 +1,5 @@
-"""Export judged triples: Parquet partitioned by run and round, or the CUT paper's JSON/JSONL.
+"""Export judged triples: Parquet partitioned by run and round, the CUT paper's JSON/JSONL, or
+one file (JSONL or Parquet) in a record shape other tools read.
 
 Parquet goes to `<out>/run=<run>/round=<round>/triples.parquet` (Hive layout), one file per
 round, each replaced atomically, so a reader of the folder never sees a half-written file.
@@ -6,17 +7,35 @@ Both formats carry the CUT fields (`id`, `instruction`, `input`, `output`, `judg
 importing an export gives back the same triples. A positive judgment is exported as null
 (the format's convention), so the text of a positive judgment, if any, stays in the store.
 `id` is the imported record's id, or the response id for sampled responses.
+
+The shapes (`SHAPES`), one record per triple unless said otherwise:
+  cut       id, instruction, input, output, judgment  (the paper's, as above)
+  chat      messages: [{role: user, content: prompt}, {role: assistant, content: response}]
+  kto       prompt, completion, label (true for a positive verdict)
+  dpo       prompt, chosen, rejected  (one record per preference pair, built by the caller)
+  critique  instruction, input, response, judgment, verdict, score  (to train a critic)
+where the prompt is the instruction, and the input after a newline when there is one, as the
+trainer builds it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import duckdb
 
 from storage.cut_format import write_cut_records
+from storage.records import Triple
 from storage.store import Store
+
+SHAPES = ("cut", "chat", "kto", "dpo", "critique")
+SHAPE_SUFFIXES = (".jsonl", ".parquet")
 
 EXPORT_FILE = "triples.parquet"
 
@@ -25,12 +44,12 @@ _EXPORT_ROWS = """
     CREATE TEMP TABLE export_rows AS
     SELECT coalesce(r.source_id, to_json(t.response_id)) AS id, t.instruction, t.input, t.response AS output,
            CASE WHEN t.verdict = 'negative' THEN t.judgment END AS judgment,
-           t.verdict, t.judge, t.adapter, t.created_at, t.response_id, t.run, t.round,
+           t.verdict, t.score, t.judge, t.adapter, t.created_at, t.response_id, t.run, t.round,
            row_number() OVER (
                ORDER BY t.run, t.round, r.source_index, r.created_at, r.prompt_id, r.sample_index, t.judge
            ) AS seq
     FROM triples t JOIN responses r USING (response_id)
-    WHERE (? IS NULL OR t.run = ?) AND (? IS NULL OR t.round = ?)
+    WHERE (? IS NULL OR t.run = ?) AND (? IS NULL OR t.round = ?) AND (? IS NULL OR t.judge = ?)
 """
 
 
@@ -42,11 +61,13 @@ class ExportedRound:
     triples: int
 
 
-def export_parquet(store: Store, out_dir: Path, *, run: str | None = None, round: int | None = None) -> list[ExportedRound]:
-    """Write one Parquet file per (run, round) that has triples, optionally only one run or round."""
+def export_parquet(
+    store: Store, out_dir: Path, *, run: str | None = None, round: int | None = None, judge: str | None = None
+) -> list[ExportedRound]:
+    """Write one Parquet file per (run, round) that has triples, optionally only one run, round or judge."""
     exported = []
     with store.reading() as db:
-        db.execute(_EXPORT_ROWS, [run, run, round, round])
+        db.execute(_EXPORT_ROWS, [run, run, round, round, judge, judge])
         partitions = db.execute(
             "SELECT run, round, count(*) FROM export_rows GROUP BY ALL ORDER BY run, round"
         ).fetchall()
@@ -64,18 +85,72 @@ def export_parquet(store: Store, out_dir: Path, *, run: str | None = None, round
     return exported
 
 
-def export_cut(store: Store, out: Path, *, run: str | None = None, round: int | None = None, jsonl: bool = False) -> int:
-    """Write the CUT paper's format (a JSON list, or JSON Lines); returns the number of triples written."""
+def cut_records(
+    store: Store, *, run: str | None = None, round: int | None = None, judge: str | None = None
+) -> list[dict[str, Any]]:
+    """The triples in the CUT paper's fields, in the order they were stored."""
     with store.reading() as db:
-        db.execute(_EXPORT_ROWS, [run, run, round, round])
+        db.execute(_EXPORT_ROWS, [run, run, round, round, judge, judge])
         rows = db.execute("SELECT id, instruction, input, output, judgment FROM export_rows ORDER BY seq").fetchall()
-    records = [
+    return [
         {"id": json.loads(id), "instruction": instruction, "input": input, "output": output, "judgment": judgment}
         for id, instruction, input, output, judgment in rows
     ]
+
+
+def export_cut(
+    store: Store, out: Path, *, run: str | None = None, round: int | None = None, judge: str | None = None,
+    jsonl: bool = False,
+) -> int:
+    """Write the CUT paper's format (a JSON list, or JSON Lines); returns the number of triples written."""
+    records = cut_records(store, run=run, round=round, judge=judge)
     write_cut_records(out, records, jsonl=jsonl)
     return len(records)
 
 
 def _sql_string(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+def prompt_text(triple: Triple) -> str:
+    return f"{triple.instruction}\n{triple.input}" if triple.input else triple.instruction
+
+
+def shaped_record(shape: str, triple: Triple) -> dict[str, Any]:
+    """One triple in a per-triple shape (`cut` records come from `cut_records`, `dpo` ones from `pair_record`)."""
+    if shape == "chat":
+        return {"messages": [{"role": "user", "content": prompt_text(triple)},
+                             {"role": "assistant", "content": triple.response}]}
+    if shape == "kto":
+        return {"prompt": prompt_text(triple), "completion": triple.response, "label": triple.verdict == "positive"}
+    if shape == "critique":
+        return {"instruction": triple.instruction, "input": triple.input, "response": triple.response,
+                "judgment": triple.judgment, "verdict": triple.verdict, "score": triple.score}
+    raise ValueError(f"unknown record shape {shape!r}: one of {', '.join(SHAPES)}")
+
+
+def pair_record(chosen: Triple, rejected: Triple) -> dict[str, Any]:
+    return {"prompt": prompt_text(chosen), "chosen": chosen.response, "rejected": rejected.response}
+
+
+def write_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Write `records` as JSON Lines or Parquet (by `path`'s suffix), whole or not at all."""
+    suffix = path.suffix.lower()
+    if suffix not in SHAPE_SUFFIXES:
+        raise ValueError(f"{path}: write .jsonl or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    try:
+        if suffix == ".jsonl":
+            partial.write_text(lines, encoding="utf-8")
+        else:
+            with tempfile.TemporaryDirectory() as scratch:
+                source = Path(scratch) / "records.jsonl"
+                source.write_text(lines, encoding="utf-8")
+                with duckdb.connect() as db:
+                    db.execute(f"COPY (SELECT * FROM read_json('{_sql_string(source)}', format = 'newline_delimited')) "
+                               f"TO '{_sql_string(partial)}' (FORMAT parquet)")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -166,7 +166,7 @@ def _query_exports(
         db.execute(f"""
             CREATE TABLE triples AS
             SELECT run, round, adapter, instruction, input, output AS response, judgment, verdict, judge,
-                   created_at, response_id
+                   created_at, response_id, score
             FROM read_parquet('{pattern}', hive_partitioning = true, hive_types = {{'run': VARCHAR, 'round': INTEGER}})
         """)
         for name, value in LOCKED_DOWN.items():

@@ -48,9 +48,10 @@ def test_bad_record_fails_naming_file_and_record_and_writes_nothing(tiny_model, 
 def test_help_explains_every_option():
     result = subprocess.run([ONLINE_CUT, "train", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for option in ("--triples", "--config", "--out", "--init-adapter", "--limit", "--overwrite", "--objective",
-                   "--reduction"):
+    for option in ("--triples", "--sql", "--db", "--config", "--out", "--init-adapter", "--limit", "--overwrite",
+                   "--objective", "--reduction"):
         assert option in result.stdout
+    assert "arrives with" not in result.stdout
 
 
 def test_dpo_trains_offline_on_pairs_from_the_same_instruction(tiny_model, tmp_path):
