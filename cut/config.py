@@ -21,7 +21,7 @@ class LoraConfig(StrictModel):
 
 
 class TemplatesConfig(StrictModel):
-    """User-message texts of the three contexts; the model's chat template wraps them."""
+    """User-message texts of the contexts; the model's chat template wraps them."""
 
     instruction: str = Field("{instruction}", description="Align-P context x (and the default Misalign context)")
     judged: str = Field(
@@ -30,12 +30,21 @@ class TemplatesConfig(StrictModel):
     )
     positive_judgment: str = Field(
         "The response is correct, helpful and complete.",
-        description="j+: the fake positive judgment (misalign_context fake_positive; hindsight rows of positives)",
+        description="j+: the fake positive judgment (misalign_context fake_positive; hindsight rows of positives; "
+        "forward's judgment of a positive the judge said nothing about)",
+    )
+    forward: str = Field(
+        "{instruction}\n\nA response to the instruction above:\n{response}\n\nJudge this response.",
+        description="context [x, y] of forward's second row, which predicts the judgment j",
     )
 
     @model_validator(mode="after")
     def _placeholders_present(self) -> TemplatesConfig:
-        for name, needed in [("instruction", ["{instruction}"]), ("judged", ["{instruction}", "{judgment}"])]:
+        for name, needed in [
+            ("instruction", ["{instruction}"]),
+            ("judged", ["{instruction}", "{judgment}"]),
+            ("forward", ["{instruction}", "{response}"]),
+        ]:
             missing = [p for p in needed if p not in getattr(self, name)]
             if missing:
                 raise ValueError(f"templates.{name} lacks {', '.join(missing)}")
@@ -46,7 +55,7 @@ class DpoConfig(StrictModel):
     beta: float = Field(0.1, gt=0, description="β of the sigmoid DPO loss: how far the policy may move from the reference")
 
 
-Objective = Literal["cut", "sft", "hindsight", "dpo"]
+Objective = Literal["cut", "sft", "hindsight", "dpo", "forward"]
 Reduction = Literal["token", "example"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 OBJECTIVE_SUMMARIES: dict[str, str] = {
@@ -56,6 +65,8 @@ OBJECTIVE_SUMMARIES: dict[str, str] = {
     "hindsight": "MLE on [x, j] for every response: the judgment as a prompt prefix, no unlikelihood",
     "dpo": "sigmoid DPO on pairs of the same prompt's samples (chosen by judge score where both have one, else "
     "by verdict) against the round's input adapter: the judgment reduced to a reward",
+    "forward": "MLE on y given x, then on the judgment given [x, y]: the model learns to predict the judgment "
+    "of a response (forward prediction)",
 }
 
 

@@ -17,13 +17,17 @@ class Triple:
     response: str
     judgment: str | None  # None: the response was judged fine (Align-P); text: what is wrong (Align-N)
     score: float | None = None  # the judge's score where it gives one (model judges: 1-10); DPO pairs by it
+    positive_judgment: str | None = None  # the judge's words on a positive, if any; forward predicts them
 
     @classmethod
     def judged(
         cls, instruction: str, input: str, response: str, verdict: str, judgment: str | None, score: float | None = None
     ) -> Triple:
-        """A stored judged triple as training reads it: only a negative verdict's text is a judgment to learn from."""
-        return cls(instruction, input, response, judgment if verdict == "negative" else None, score)
+        """A stored judged triple as training reads it: only a negative verdict's text is a judgment to learn from
+        as j−; a positive's text is kept apart, for forward to predict."""
+        negative = verdict == "negative"
+        return cls(instruction, input, response, judgment if negative else None, score,
+                   positive_judgment=None if negative else judgment)
 
     @property
     def negative(self) -> bool:

@@ -8,14 +8,21 @@ same ids under every context. Contexts per objective (templates in `CutConfig.te
 - sft: positives only → x
 - hindsight: every triple → [x, j] (j+ for positives)
 - dpo: every triple → x (the trainer pairs the rows; `cut.pairs`)
+- forward: every triple → two rows, x predicting the response, and [x, y] (the `forward`
+  template) predicting the judgment (j+ for positives: the judge's words, else the configured text)
+
+A row's target — the ids after its context, the ones that carry the loss — is the response,
+or on forward's second row the judgment, tokenized apart and appended the same way.
 
 Length policy: a sequence longer than `max_length` loses prompt tokens from the left; the
-response is never cut, and a triple whose response alone does not fit is dropped and counted.
+target is never cut, and a triple with a target that alone does not fit is dropped and counted.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -28,7 +35,8 @@ class TokenRow:
     triple_index: int  # position in the list of triples given to `build_rows`
     aligned_ids: list[int]  # aligned-context prompt + response
     misaligned_ids: list[int] | None  # Misalign-context prompt + response; Align-N rows of `cut` only
-    response_len: int  # the last `response_len` ids of both sequences are the response
+    response_len: int  # the last `response_len` ids of both sequences are the target
+    target: Literal["response", "judgment"] = "response"  # what the target is; judgment: forward's second row
 
     @property
     def negative(self) -> bool:
@@ -37,6 +45,7 @@ class TokenRow:
 
     @property
     def response_ids(self) -> list[int]:
+        """The target's ids (the response's, unless `target` says judgment)."""
         return self.aligned_ids[-self.response_len :]
 
     @property
@@ -50,25 +59,46 @@ class RowSet:
     dropped: int  # triples whose response does not fit in `max_length`
 
 
-def _fill(template: str, instruction: str, judgment: str = "") -> str:
-    # Plain replacement, not str.format: templates may hold other braces (JSON, code).
-    return template.replace("{instruction}", instruction).replace("{judgment}", judgment)
+_PLACEHOLDER = re.compile(r"\{(instruction|judgment|response)\}")
 
 
-def _contexts(triple: Triple, config: CutConfig) -> tuple[str, str | None] | None:
-    """User messages of the aligned and the misaligned context; None: the objective skips the triple."""
+def fill(template: str, instruction: str, judgment: str = "", response: str = "") -> str:
+    """A template with its placeholders replaced in one pass: braces elsewhere (JSON, code) and
+    placeholder-like text inside the values stay as they are."""
+    values = {"instruction": instruction, "judgment": judgment, "response": response}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The user message(s) one row is built on, and which text it predicts."""
+
+    aligned: str
+    misaligned: str | None = None
+    target: Literal["response", "judgment"] = "response"
+
+
+def _contexts(triple: Triple, config: CutConfig) -> list[_Context]:
+    """The rows' contexts of one triple under `config.objective` (none: the objective skips it)."""
     t: TemplatesConfig = config.templates
-    plain = _fill(t.instruction, triple.prompt)
+    plain = fill(t.instruction, triple.prompt)
     if config.objective == "sft":
-        return None if triple.negative else (plain, None)
+        return [] if triple.negative else [_Context(plain)]
     if config.objective == "dpo":
-        return plain, None
+        return [_Context(plain)]
     if config.objective == "hindsight":
-        return _fill(t.judged, triple.prompt, triple.judgment or t.positive_judgment), None
+        return [_Context(fill(t.judged, triple.prompt, triple.judgment or t.positive_judgment))]
+    if config.objective == "forward":
+        return [_Context(plain), _Context(fill(t.forward, triple.prompt, response=triple.response), target="judgment")]
     if not triple.negative:
-        return plain, None
-    misaligned = plain if config.misalign_context == "instruction" else _fill(t.judged, triple.prompt, t.positive_judgment)
-    return _fill(t.judged, triple.prompt, triple.judgment), misaligned
+        return [_Context(plain)]
+    misaligned = plain if config.misalign_context == "instruction" else fill(t.judged, triple.prompt, t.positive_judgment)
+    return [_Context(fill(t.judged, triple.prompt, triple.judgment), misaligned)]
+
+
+def _judgment_text(triple: Triple, templates: TemplatesConfig) -> str:
+    """What forward's judgment row predicts: j−, or the judge's words on a positive, or the configured j+."""
+    return triple.judgment or triple.positive_judgment or templates.positive_judgment
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, user_message: str) -> list[int]:
@@ -83,17 +113,25 @@ def build_rows(
     triples: list[Triple], tokenizer: PreTrainedTokenizerBase, config: CutConfig, indices: list[int] | None = None
 ) -> RowSet:
     """Rows of `triples[i]` for i in `indices` (default: every triple)."""
+
+    def target_ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
     rows, dropped = [], 0
     for index in range(len(triples)) if indices is None else indices:
         triple = triples[index]
         contexts = _contexts(triple, config)
-        if contexts is None:
-            continue
-        response = tokenizer(triple.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        room = config.max_length - len(response)
-        if room < 1:
+        targets = {"response": target_ids(triple.response)}
+        if any(c.target == "judgment" for c in contexts):
+            targets["judgment"] = target_ids(_judgment_text(triple, config.templates))
+        if any(config.max_length - len(targets[c.target]) < 1 for c in contexts):
             dropped += 1
             continue
-        aligned, misaligned = (None if c is None else prompt_ids(tokenizer, c)[-room:] + response for c in contexts)
-        rows.append(TokenRow(index, aligned, misaligned, len(response)))
+        for context in contexts:
+            target = targets[context.target]
+            room = config.max_length - len(target)
+            aligned, misaligned = (
+                None if c is None else prompt_ids(tokenizer, c)[-room:] + target for c in (context.aligned, context.misaligned)
+            )
+            rows.append(TokenRow(index, aligned, misaligned, len(target), context.target))
     return RowSet(rows, dropped)

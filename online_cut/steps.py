@@ -217,10 +217,7 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     if not stored:
         ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
         return None
-    triples = [
-        Triple(t.instruction, t.input, t.response, t.judgment if t.verdict == "negative" else None, t.score)
-        for t in stored
-    ]
+    triples = [Triple.judged(t.instruction, t.input, t.response, t.verdict, t.judgment, t.score) for t in stored]
     if ctx.config.cut.objective == "dpo" and not preference_pairs(triples, ctx.config.cut.seed):
         log.warning("round %d: no DPO pair among %d triples (no prompt has responses with different verdicts or "
                     "scores); nothing trained", round, len(triples))

@@ -123,3 +123,47 @@ def test_response_logprobs_equal_full_softmax_at_response_positions(tokenizer, t
                 torch.testing.assert_close(got[b, : row.response_len], expected, atol=1e-5, rtol=1e-5)
     assert batch.mask.sum(1).tolist() == [r.response_len for r in rows]
     assert batch.negative.tolist() == [True, False, True]
+
+
+def test_forward_rows_put_the_loss_on_response_and_judgment_tokens_only(tokenizer):
+    said = Triple("What is six times seven?", "", "It is 42.", None, positive_judgment="Right, and short.")
+    triples = [triple("Wrong: six times seven is 42."), said, triple()]
+    rows = build_rows(triples, tokenizer, CutConfig(objective="forward")).rows
+    assert [(r.triple_index, r.target) for r in rows] == [(i, t) for i in range(3) for t in ("response", "judgment")]
+    assert not any(r.negative for r in rows)
+
+    batch = collate(rows, tokenizer.eos_token_id)
+    flat = batch.input_ids.flatten()
+    # The tokens the loss reads are exactly each row's last `response_len` ids; every id before them is context.
+    predicted_at = (batch.hidden_index + 1).tolist()
+    expected_at = [b * batch.input_ids.shape[1] + p for b, r in enumerate(rows)
+                   for p in range(len(r.aligned_ids) - r.response_len, len(r.aligned_ids))]
+    assert predicted_at == expected_at
+    assert flat[batch.hidden_index + 1].tolist() == batch.labels.tolist()
+
+    judged = {0: "Wrong: six times seven is 42.", 1: "Right, and short.", 2: CutConfig().templates.positive_judgment}
+    for row in rows:
+        text = triples[row.triple_index].response if row.target == "response" else judged[row.triple_index]
+        assert row.response_ids == tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        context = tokenizer.decode(row.aligned_ids[: -row.response_len])
+        assert triples[row.triple_index].instruction in context and judged[row.triple_index] not in context
+        if row.target == "judgment":  # p(j | [x, y]): the response is context here, not a target
+            assert triples[row.triple_index].response in context
+
+    for objective in ("cut", "sft", "hindsight", "dpo"):
+        others = build_rows(triples, tokenizer, CutConfig(objective=objective)).rows
+        for other in others:
+            forward_row = next(r for r in rows if r.triple_index == other.triple_index and r.target == "response")
+            assert other.response_ids == forward_row.response_ids, objective
+
+
+def test_forward_drops_a_triple_whose_judgment_does_not_fit(tokenizer):
+    config = CutConfig(objective="forward", max_length=24)
+    row_set = build_rows([triple("word " * 40), triple("Wrong.")], tokenizer, config)
+    assert row_set.dropped == 1 and {r.triple_index for r in row_set.rows} == {1}
+
+
+def test_templates_fill_placeholders_once_and_leave_other_braces():
+    from cut.rows import fill
+
+    assert fill('{"x": 1} {instruction} / {response}', "say {judgment}", "j", "y") == '{"x": 1} say {judgment} / y'
