@@ -16,7 +16,7 @@ class JudgeConfig(StrictModel):
     kind: Literal["rule", "openai", "local"] = Field(
         "rule", description="rule: checkable tasks; openai: any OpenAI-compatible server; local: a local critic"
     )
-    rule: Literal["addition", "format"] = Field("addition", description="the rule critic for kind 'rule'")
+    rule: Literal["addition", "format", "sums"] = Field("addition", description="the rule critic for kind 'rule'")
     model: str = Field("gpt-4o", description="model name sent to the OpenAI-compatible server")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; None is api.openai.com")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable that holds the key (never the key)")

@@ -13,7 +13,7 @@ from judges.config import JudgeConfig
 from judges.local_critic import LocalCritic
 from judges.openai_batch import BatchLedger, OpenAIBatchJudge
 from judges.openai_judge import KeyProvider, OpenAIJudge
-from judges.rules import AdditionCritic, FormatCritic
+from judges.rules import AdditionCritic, FormatCritic, SumsCritic
 
 # Everything in the config that can change a model judge's answer; never the key or limits.
 _ANSWER_SHAPING_FIELDS = (
@@ -57,7 +57,7 @@ def build_judge(
     Rule critics are instant and free, so they take no cache.
     """
     if config.kind == "rule":
-        return AdditionCritic() if config.rule == "addition" else FormatCritic()
+        return {"addition": AdditionCritic, "format": FormatCritic, "sums": SumsCritic}[config.rule]()
     if config.kind == "openai":
         if api_key is None:
             if config.api_key_secret is not None:

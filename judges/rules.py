@@ -3,6 +3,7 @@
 Each critic reads what to check from the item's metadata when the prompt suite put it
 there, else from the instruction's wording:
 - addition: metadata `a` and `b`, else "What is 47 + 38?" in the instruction;
+- sums: metadata `pairs`, else every "a + b" in the instruction, one sum per part of the answer;
 - format: metadata `max_words` and/or `case` ('lower' | 'upper'), else "in at most 10 words",
   "in lower case" / "in upper case" (also "lowercase", "all capitals") in the instruction.
 """
@@ -46,6 +47,8 @@ _WORD = re.compile(r"\S+")
 
 
 class RuleCritic(Judge):
+    """A critic whose score is the share of what it checks that is right (parts of an answer, constraints)."""
+
     def __init__(self, name: str) -> None:
         super().__init__(judge_id=f"rule:{name}")
 
@@ -57,9 +60,10 @@ class RuleCritic(Judge):
     @abstractmethod
     def judge_one(self, item: JudgeItem) -> Judgment: ...
 
-    def _verdict(self, positive: bool, text: str) -> Judgment:
+    def _verdict(self, positive: bool, text: str, score: float | None = None) -> Judgment:
         return Judgment(
-            status="ok", verdict="positive" if positive else "negative", judgment=text, judge_id=self.judge_id
+            status="ok", verdict="positive" if positive else "negative", judgment=text, score=score,
+            judge_id=self.judge_id,
         )
 
 
@@ -85,10 +89,10 @@ class AdditionCritic(RuleCritic):
         answer = _stated_answer(item.response, operands)
         quoted = _quote(item.response)
         if answer is None:
-            return self._verdict(False, f"The response {quoted} gives no number; {equation}.")
+            return self._verdict(False, f"The response {quoted} gives no number; {equation}.", 0.0)
         if answer != total:
-            return self._verdict(False, f"The response {quoted} is incorrect: {equation}, not {answer}.")
-        return self._verdict(True, f"The response is correct: {equation}.")
+            return self._verdict(False, f"The response {quoted} is incorrect: {equation}, not {answer}.", 0.0)
+        return self._verdict(True, f"The response is correct: {equation}.", 1.0)
 
 
 def _operands(item: JudgeItem) -> tuple[int, int] | None:
@@ -126,6 +130,54 @@ def _number(text: str) -> int:
     return value
 
 
+class SumsCritic(RuleCritic):
+    """Checks an answer of several sums, one per pair, separated by commas (or semicolons or lines).
+
+    Part i of the response answers pair i, its number read as the addition critic reads one
+    (`_stated_answer`: after '=', never an echoed operand). The verdict is positive only when
+    every part is right; the score is the share of parts right; a negative judgment names each
+    wrong part with its right value and quotes only that part, so CUT flags the wrong sums and
+    not the right ones.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("sums")
+
+    def judge_one(self, item: JudgeItem) -> Judgment:
+        pairs = _pairs(item)
+        if not pairs:
+            return Judgment.failed(self.judge_id, "no sums in the item's metadata or instruction")
+        parts = [part.strip() for part in _PART_SEPARATOR.split(item.response) if part.strip()]
+        problems = []
+        for index, (a, b) in enumerate(pairs):
+            equation = f"{a} + {b} = {a + b}"
+            if index >= len(parts):
+                problems.append(f"there is no sum for {a} + {b} ({equation})")
+                continue
+            answer = _stated_answer(parts[index], (a, b))
+            if answer is None:
+                problems.append(f"{_quote(parts[index], 60)} gives no number for {a} + {b} ({equation})")
+            elif answer != a + b:
+                problems.append(f"{_quote(parts[index], 60)} is wrong: {equation}")
+        right = len(pairs) - len(problems)
+        if len(parts) > len(pairs):
+            problems.append(f"it gives {len(parts)} parts for {len(pairs)} pairs")
+        score = right / max(len(pairs), len(parts))  # a part beyond the pairs counts as a wrong one
+        if problems:
+            text = f"{right} of {len(pairs)} sums {'is' if right == 1 else 'are'} right; {_join(problems)}."
+            return self._verdict(False, text[0].upper() + text[1:], score)
+        return self._verdict(True, f"All {len(pairs)} sums are right: {', '.join(str(a + b) for a, b in pairs)}.", score)
+
+
+_PART_SEPARATOR = re.compile(r"[,;\n]")
+
+
+def _pairs(item: JudgeItem) -> list[tuple[int, int]]:
+    if "pairs" in item.metadata:
+        return [(int(a), int(b)) for a, b in item.metadata["pairs"]]
+    return [(int(a), int(b)) for a, b in _SUM.findall(f"{item.instruction} {item.input}")]
+
+
 class FormatCritic(RuleCritic):
     """Checks format constraints: a word limit and/or the letter case."""
 
@@ -151,10 +203,11 @@ class FormatCritic(RuleCritic):
                 problems.append(f"it is not all {case} case ({shown} {'has' if len(offending) == 1 else 'have'} {kind} letters)")
             else:
                 strengths.append(f"it is all {case} case")
+        score = len(strengths) / (len(strengths) + len(problems))
         if problems:
             right = f"; {_join(strengths)}" if strengths else ""
-            return self._verdict(False, f"The response breaks the format: {_join(problems)}{right}.")
-        return self._verdict(True, f"The response follows the format: {_join(strengths)}.")
+            return self._verdict(False, f"The response breaks the format: {_join(problems)}{right}.", score)
+        return self._verdict(True, f"The response follows the format: {_join(strengths)}.", score)
 
 
 def _format_constraints(item: JudgeItem) -> tuple[int | None, str | None]:

@@ -59,13 +59,18 @@ class ModelConfig(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
-    suites: list[Literal["addition", "format"]] = Field(
+    suites: list[Literal["addition", "format", "sums"]] = Field(
         default_factory=lambda: ["addition"], description="held-out suites scored each round by their rule critics"
     )
     file: ExistingFile | None = Field(
         None, description="held-out instructions (JSON/JSONL in the CUT paper's fields, Parquet) scored by the run's judge"
     )
     n: int = Field(200, ge=1, description="held-out prompts per suite (and at most this many of the file)")
+    metric: Literal["verdict", "score"] = Field(
+        "verdict",
+        description="what a held-out set's score is, for the gate: the share of answers judged positive (whole "
+        "answers right), or the judge's mean score (rule critics: the share of parts right)",
+    )
     gate: Literal["no_worse", "improve"] = Field(
         "no_worse", description="promote a candidate that is no worse than the margin, or only one that improves"
     )

@@ -45,12 +45,9 @@ def evaluate_base(ctx: RunContext, sampler: Sampler, judge: Judge) -> None:
     """Score the base model on the held-out sets once, as round 1's incumbent of the shared run."""
     if ctx.store.query("SELECT 1 FROM evaluations WHERE run = ? AND round = 1", [ctx.run]):
         return
-    evaluations = []
-    for held_out in steps.held_out_sets(ctx, judge):
-        score, n = steps.held_out_score(sampler, None, held_out)
-        evaluations.append(records.Evaluation(run=ctx.run, round=1, role="incumbent", suite=held_out.name,
-                                              score=score, n=n, judge=held_out.judge.judge_id))
-    ctx.store.add_evaluations(evaluations)
+    ctx.store.add_evaluations(
+        steps.measure(ctx, sampler, 1, "incumbent", None, held_out) for held_out in steps.held_out_sets(ctx, judge)
+    )
 
 
 def held_out_names(ctx: RunContext, judge: Judge) -> list[str]:

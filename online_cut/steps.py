@@ -287,8 +287,26 @@ def held_out_sets(ctx: RunContext, judge: Judge) -> list[HeldOutSet]:
     return sets
 
 
-def held_out_score(sampler: Sampler, adapter: records.Adapter | None, held_out: HeldOutSet) -> tuple[float, int]:
-    """Share of the held-out prompts whose greedy answer the set's judge calls positive, and how many it judged."""
+@dataclass(frozen=True)
+class HeldOutScore:
+    """How an adapter's greedy answers to a held-out set were judged."""
+
+    positive_share: float  # answers judged positive: for a multi-part task, whole answers right
+    mean_score: float | None  # the judge's mean score (rule critics: share of parts right); None: it gives none
+    n: int  # answers judged
+    failed: int  # answers the judge could not judge, left out of both figures
+
+    def value(self, metric: str) -> float:
+        """The figure the gate compares (`evaluation.metric`)."""
+        if metric == "score":
+            if self.mean_score is None:
+                raise RuntimeError("evaluation.metric is score, but a held-out set's judge gives no score")
+            return self.mean_score
+        return self.positive_share
+
+
+def held_out_score(sampler: Sampler, adapter: records.Adapter | None, held_out: HeldOutSet) -> HeldOutScore:
+    """How the set's judge judged the greedy answers of the adapter to the held-out prompts."""
     _attach(sampler, adapter)
     samples = sampler.sample(held_out.prompts, EVAL_SETTINGS)
     by_id = {p.prompt_id: p for p in held_out.prompts}
@@ -297,20 +315,43 @@ def held_out_score(sampler: Sampler, adapter: records.Adapter | None, held_out: 
                   metadata=by_id[s.prompt_id].metadata)
         for s in samples
     ]
-    judged = [v for v in held_out.judge.judge_many_sync(items) if v.status == "ok"]
+    verdicts = held_out.judge.judge_many_sync(items)
+    judged = [v for v in verdicts if v.status == "ok"]
     if not judged:
         raise RuntimeError(f"held-out set {held_out.name}: the judge {held_out.judge.judge_id} failed on every answer")
-    return sum(v.verdict == "positive" for v in judged) / len(judged), len(judged)
+    if len(judged) < len(verdicts):
+        log.warning("held-out set %s: %d of %d answers could not be judged and are left out of its score",
+                    held_out.name, len(verdicts) - len(judged), len(verdicts))
+    scores = [v.score for v in judged if v.score is not None]
+    return HeldOutScore(
+        positive_share=sum(v.verdict == "positive" for v in judged) / len(judged),
+        mean_score=sum(scores) / len(scores) if len(scores) == len(judged) else None,
+        n=len(judged),
+        failed=len(verdicts) - len(judged),
+    )
 
 
-def _known_score(ctx: RunContext, adapter: records.Adapter | None, suite: str) -> tuple[float, int] | None:
-    """An adapter's held-out score (and n) measured in an earlier round of this run, if any."""
+def measure(ctx: RunContext, sampler: Sampler, round: int, role: str, adapter: records.Adapter | None,
+            held_out: HeldOutSet) -> records.Evaluation:
+    """The adapter's evaluation on a held-out set: `evaluation.metric` as its score, both figures in details."""
+    measured = held_out_score(sampler, adapter, held_out)
+    metric = ctx.config.evaluation.metric
+    return records.Evaluation(
+        run=ctx.run, round=round, role=role, suite=held_out.name, score=measured.value(metric), n=measured.n,
+        adapter_id=adapter.adapter_id if adapter else None, judge=held_out.judge.judge_id,
+        details={"positive_share": measured.positive_share, "mean_score": measured.mean_score,
+                 "failed": measured.failed, "metric": metric},
+    )
+
+
+def _known_score(ctx: RunContext, adapter: records.Adapter | None, suite: str) -> records.Evaluation | None:
+    """An adapter's held-out evaluation measured in an earlier round of this run, if any."""
     rows = ctx.store.query(
-        "SELECT score, n FROM evaluations WHERE run = ? AND suite = ? AND adapter_id IS NOT DISTINCT FROM ? "
-        "ORDER BY round DESC LIMIT 1",
+        "SELECT * EXCLUDE (created_at) FROM evaluations WHERE run = ? AND suite = ? "
+        "AND adapter_id IS NOT DISTINCT FROM ? ORDER BY round DESC LIMIT 1",
         [ctx.run, suite, adapter.adapter_id if adapter else None],
     )
-    return (rows[0]["score"], rows[0]["n"]) if rows else None
+    return records.Evaluation.model_validate(rows[0]) if rows else None
 
 
 def evaluate(ctx: RunContext, sampler: Sampler, judge: Judge, round: int,
@@ -328,13 +369,10 @@ def evaluate(ctx: RunContext, sampler: Sampler, judge: Judge, round: int,
                 continue
             for held_out in sets:
                 known = _known_score(ctx, adapter, held_out.name) if role == "incumbent" else None
-                score, n = known or held_out_score(sampler, adapter, held_out)
-                evaluations.append(
-                    records.Evaluation(
-                        run=ctx.run, round=round, role=role, suite=held_out.name, score=score, n=n,
-                        adapter_id=adapter.adapter_id if adapter else None, judge=held_out.judge.judge_id,
-                    )
-                )
+                if known is not None:
+                    evaluations.append(known.model_copy(update={"round": round, "role": role}))
+                    continue
+                evaluations.append(measure(ctx, sampler, round, role, adapter, held_out))
         with ctx.store.transaction() as tx:
             tx.add_evaluations(evaluations)
             tx.record_round_step(ctx.run, round, "eval", time.perf_counter() - started)

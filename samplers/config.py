@@ -51,7 +51,7 @@ class SamplerConfig(StrictModel):
 
 
 class PromptsConfig(StrictModel):
-    suite: Literal["addition", "format"] | None = Field(
+    suite: Literal["addition", "format", "sums"] | None = Field(
         "addition", description="a built-in generated suite; None to read `file`"
     )
     file: ExistingFile | None = Field(None, description="instructions as JSON/JSONL (CUT paper fields) or Parquet")

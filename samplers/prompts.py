@@ -1,7 +1,7 @@
 """Where instructions come from: a file, stored instructions, or a built-in generated suite.
 
 The generated suites are checkable by a rule critic: each prompt's `metadata` holds the
-reference (addition) or the constraint (format). Every suite item belongs to the training
+reference (addition, sums: several sums in one answer) or the constraint (format). Every suite item belongs to the training
 or the held-out split by a hash of its text, so the splits are disjoint whatever the seeds
 and counts, and each split is drawn in a fixed order from its seed.
 """
@@ -19,7 +19,7 @@ from samplers.records import Prompt
 from storage.cut_format import CutFormatError, read_records
 
 Split = Literal["train", "heldout"]
-SUITES = ("addition", "format")
+SUITES = ("addition", "format", "sums")
 # One item in five is held out for evaluation.
 HELDOUT_SHARE = 5
 
@@ -137,4 +137,24 @@ def _format_items() -> list[Prompt]:
     ]
 
 
-_SUITE_ITEMS = {"addition": _addition_items, "format": _format_items}
+# Three one-digit pairs: with the shipped model most answers are partly right (measured greedy: 28 % of
+# parts, 12 % of whole answers; at temperature 0.8: 14.6 % and 3.7 %), the regime where a judgment
+# that names the wrong part has something to point at; two-digit parts were right under 12 %.
+SUMS_PARTS = 3
+SUMS_POOL = 20_000
+SUMS_WORDING = "Add each pair and reply with the sums separated by commas: {pairs}."
+
+
+def _sums_items() -> list[Prompt]:
+    rng = random.Random("sums-pool")
+    seen: dict[tuple[tuple[int, int], ...], Prompt] = {}
+    while len(seen) < SUMS_POOL:
+        pairs = tuple((rng.randint(1, 9), rng.randint(1, 9)) for _ in range(SUMS_PARTS))
+        seen.setdefault(pairs, Prompt(
+            SUMS_WORDING.format(pairs=", ".join(f"{a} + {b}" for a, b in pairs)),
+            metadata={"suite": "sums", "pairs": [list(pair) for pair in pairs], "answers": [a + b for a, b in pairs]},
+        ))
+    return list(seen.values())
+
+
+_SUITE_ITEMS = {"addition": _addition_items, "format": _format_items, "sums": _sums_items}
