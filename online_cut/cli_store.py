@@ -109,6 +109,9 @@ def export_command(
         count, where = _export(format, store, out or defaults.exports_dir, run=run, round=round, judge=judge, seed=seed)
     except (StoreLocked, ValueError) as exc:
         raise fail(str(exc)) from None
+    if count == 0 and format is ExportFormat.dpo:
+        raise fail("no preference pair among the matching triples (a pair needs two responses to one prompt with "
+                   "different verdicts or scores); nothing was exported")
     if count == 0:
         raise fail("no judged triples match; nothing was exported")
     typer.echo(f"wrote {count} {'pairs' if format is ExportFormat.dpo else 'triples'} to {where}")

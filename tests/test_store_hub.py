@@ -127,3 +127,9 @@ def test_the_dpo_export_holds_the_pairs_the_dpo_objective_trains_on(store, confi
 def test_a_shape_export_to_a_folder_name_is_refused(store, tmp_path):
     code, _, err = cli("export", "--format", "chat", "--out", tmp_path / "chat", "--db", store)
     assert code == 1 and "writes a .jsonl or .parquet file" in err
+
+
+def test_a_dpo_export_without_any_pair_says_why(store, tmp_path):
+    code, _, err = cli("export", "--format", "dpo", "--out", tmp_path / "p.jsonl", "--db", store, "--run", "a",
+                       "--judge", "no-such-judge")
+    assert code == 1 and "no preference pair" in err and not (tmp_path / "p.jsonl").exists()
