@@ -4,8 +4,9 @@ Each critic reads what to check from the item's metadata when the prompt suite p
 there, else from the instruction's wording:
 - addition: metadata `a` and `b`, else "What is 47 + 38?" in the instruction;
 - sums: metadata `pairs`, else every "a + b" in the instruction, one sum per part of the answer;
-- format: metadata `max_words` and/or `case` ('lower' | 'upper'), else "in at most 10 words",
-  "in lower case" / "in upper case" (also "lowercase", "all capitals") in the instruction.
+- format: metadata `max_words`, `case` ('lower' | 'upper') and/or `no_commas`, else "in at most
+  10 words", "in lower case" / "in upper case" (also "lowercase", "all capitals"), "no commas" /
+  "not use any commas" in the instruction.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _STATEMENTS = [
 _MAX_WORDS = re.compile(r"(?:at most|no more than|up to|fewer than|under)\s+(\d+)\s+words", re.IGNORECASE)
 _LOWER = re.compile(r"\blower[- ]?case\b", re.IGNORECASE)
 _UPPER = re.compile(r"\b(?:upper[- ]?case|all capitals|all caps)\b", re.IGNORECASE)
+_NO_COMMAS = re.compile(r"\b(?:no|not use any|without)\s+commas\b", re.IGNORECASE)
 _WORD = re.compile(r"\S+")
 
 
@@ -185,10 +187,16 @@ class FormatCritic(RuleCritic):
         super().__init__("format")
 
     def judge_one(self, item: JudgeItem) -> Judgment:
-        max_words, case = _format_constraints(item)
-        if max_words is None and case is None:
+        max_words, case, no_commas = _format_constraints(item)
+        if max_words is None and case is None and not no_commas:
             return Judgment.failed(self.judge_id, "no format constraint in the item's metadata or instruction")
         problems, strengths = [], []
+        if no_commas:
+            commas = item.response.count(",")
+            if commas:
+                problems.append(f"it uses {commas} comma{'s' if commas > 1 else ''}")
+            else:
+                strengths.append("it uses no commas")
         if max_words is not None:
             words = len(_WORD.findall(item.response))
             if words > max_words:
@@ -210,7 +218,7 @@ class FormatCritic(RuleCritic):
         return self._verdict(True, f"The response follows the format: {_join(strengths)}.", score)
 
 
-def _format_constraints(item: JudgeItem) -> tuple[int | None, str | None]:
+def _format_constraints(item: JudgeItem) -> tuple[int | None, str | None, bool]:
     meta = item.metadata
     max_words = meta.get("max_words")
     case = meta.get("case")
@@ -218,7 +226,8 @@ def _format_constraints(item: JudgeItem) -> tuple[int | None, str | None]:
         max_words = int(match.group(1))
     if case is None:
         case = "lower" if _LOWER.search(item.instruction) else "upper" if _UPPER.search(item.instruction) else None
-    return (int(max_words) if max_words is not None else None), case
+    no_commas = bool(meta.get("no_commas")) or bool(_NO_COMMAS.search(item.instruction))
+    return (int(max_words) if max_words is not None else None), case, no_commas
 
 
 def _join(parts: list[str]) -> str:

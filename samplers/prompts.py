@@ -118,13 +118,14 @@ FORMAT_TASKS = (
     "Why does {topic} matter?",
 )
 # (constraint in words for the instruction, constraint for the checker)
+# The checker's keys are the ones judges/rules.py's FormatCritic reads.
 FORMAT_CONSTRAINTS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("Answer in at most 5 words.", {"constraint": "max_words", "limit": 5}),
-    ("Answer in at most 10 words.", {"constraint": "max_words", "limit": 10}),
-    ("Answer in at most 20 words.", {"constraint": "max_words", "limit": 20}),
-    ("Answer in lower case only.", {"constraint": "lowercase"}),
-    ("Answer in upper case only.", {"constraint": "uppercase"}),
-    ("Do not use any commas in your answer.", {"constraint": "no_commas"}),
+    ("Answer in at most 5 words.", {"max_words": 5}),
+    ("Answer in at most 10 words.", {"max_words": 10}),
+    ("Answer in at most 20 words.", {"max_words": 20}),
+    ("Answer in lower case only.", {"case": "lower"}),
+    ("Answer in upper case only.", {"case": "upper"}),
+    ("Do not use any commas in your answer.", {"no_commas": True}),
 )
 
 

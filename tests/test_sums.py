@@ -57,3 +57,24 @@ def test_without_metadata_the_pairs_are_read_from_the_instruction():
                      response="5, 9")
     judgment = SumsCritic().judge_one(item)
     assert judgment.verdict == "negative" and '"9" is wrong: 4 + 4 = 8' in judgment.judgment
+
+
+@pytest.mark.parametrize("suite", ["addition", "format", "sums"])
+def test_every_suite_prompt_is_judged_by_its_critic(suite):
+    from online_cut.steps import suite_critic
+    from samplers.prompts import _SUITE_ITEMS
+
+    critic = suite_critic(suite)
+    items = [JudgeItem(instruction=p.instruction, response="An answer, of sorts.", metadata=p.metadata)
+             for p in _SUITE_ITEMS[suite]()]
+    assert [j.error for j in critic.judge_many_sync(items) if j.status != "ok"] == []
+
+
+def test_the_no_commas_constraint_is_checked():
+    from judges.rules import FormatCritic
+
+    prompt = "Describe tea. Do not use any commas in your answer."
+    critic = FormatCritic()
+    assert critic.judge_one(JudgeItem(instruction=prompt, response="Tea is a drink")).verdict == "positive"
+    blamed = critic.judge_one(JudgeItem(instruction=prompt, response="Tea is hot, green, calm", metadata={"no_commas": True}))
+    assert blamed.verdict == "negative" and "it uses 2 commas" in blamed.judgment
