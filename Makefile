@@ -28,8 +28,9 @@ $(INSTALLED): pyproject.toml constraints.txt | $(PYTHON)
 $(MODEL_DONE): $(INSTALLED)
 	$(VENV)/bin/online-cut model prepare
 
+# The slowest tests are listed at the end, so a slow suite shows where its time goes.
 test: setup
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --durations=15
 
 test-unit: setup
 	$(PYTHON) -m pytest -m "not integration and not e2e"
