@@ -59,8 +59,9 @@ def _check_lora_fields(config_file: Path, config: dict) -> None:
     alpha = config.get("lora_alpha", 8)
     if isinstance(alpha, bool) or not isinstance(alpha, int | float):
         raise AdapterError(f"{config_file}: `lora_alpha` must be a number, got {alpha!r}")
-    targets = config.get("target_modules")
-    if not (isinstance(targets, str) or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))):
+    targets = config.get("target_modules")  # None: PEFT's default modules for the model type
+    if not (targets is None or isinstance(targets, str)
+            or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))):
         raise AdapterError(f"{config_file}: `target_modules` must be a module name or a list of them, got {targets!r}")
 
 
