@@ -97,19 +97,23 @@ def _process_gone(flow_run: FlowRun) -> bool:
 
 
 def ensure_zombie_automation() -> None:
-    """Create, unless it exists, the automation that marks a flow run Crashed when its heartbeats
-    stop for three heartbeat periods (docs.prefect.io, "How to detect and respond to zombie flows")."""
+    """Create the automation that marks a flow run Crashed when its heartbeats stop for three
+    heartbeat periods (docs.prefect.io, "How to detect and respond to zombie flows"); one that
+    exists already is kept, or replaced if it waits for another heartbeat period than this one's."""
     from prefect.automations import Automation
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
-    try:
-        Automation.read(name=ZOMBIE_AUTOMATION)
-        return
-    except ValueError:  # not found
-        pass
     heartbeat_s = get_current_settings().flows.heartbeat_frequency
+    try:
+        existing = Automation.read(name=ZOMBIE_AUTOMATION)
+    except ValueError:  # not found
+        existing = None
+    if existing is not None:
+        if heartbeat_s is not None and existing.trigger.within == timedelta(seconds=3 * heartbeat_s):
+            return
+        existing.delete()
     if heartbeat_s is None:  # heartbeats off: nothing to detect a zombie by
         return
     Automation(

@@ -290,7 +290,8 @@ def test_serve_sets_up_the_automation_that_crashes_runs_without_heartbeats_once(
         "    for automation in client.read_automations_by_name(ZOMBIE_AUTOMATION):\n"
         "        print(automation.trigger.within.total_seconds(), automation.actions[0].state.value)\n"
     )
-    env = {**prefect_env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "40"}
-    created = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True)
-    assert created.returncode == 0, created.stderr[-3000:]
-    assert created.stdout.splitlines() == ["120.0 CRASHED"]  # one automation: three missed heartbeats
+    for heartbeat_s, within in (("40", "120.0"), ("60", "180.0")):  # a changed frequency replaces the automation
+        env = {**prefect_env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": heartbeat_s}
+        created = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True)
+        assert created.returncode == 0, created.stderr[-3000:]
+        assert created.stdout.splitlines() == [f"{within} CRASHED"]  # one automation: three missed heartbeats
