@@ -33,9 +33,10 @@ def experiment(
     name: str = "arith",
     objectives: list[str] | None = None,
     results: str = "docs/results.md",
+    repeats: int = 1,
 ) -> str:
     """Run `rounds` online rounds of each objective (default: every one in `cut.config.OBJECTIVES`) from shared
-    round-1 samples; write `results`."""
+    round-1 samples, `repeats` times over, each from its own samples; write `results`."""
     objectives = objectives or list(OBJECTIVES)
     logger = get_run_logger()
     started = time.perf_counter()
@@ -43,30 +44,35 @@ def experiment(
     check_pools(settings.placement)
     store = Store.from_config(settings.storage)
     judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store), ledger=StoreBatchLedger(store))
-    shared = RunContext(settings, exp.shared_run(name), store)
-    store.add_run(shared.run, config=settings.model_dump(mode="json"))
-    outcomes = []
-    with open_sampler(settings.sampler, shared.base_model, dtype=settings.model.dtype,
-                      max_model_len=settings.model.max_model_len) as sampler:
-        start_round(shared, 1)
-        steps.sample(shared, sampler, 1)
-        steps.judge(shared, judge, 1)
-        exp.evaluate_base(shared, sampler, judge)
-        for objective in objectives:
-            objective_started = time.perf_counter()
-            ctx = RunContext(exp.objective_config(settings, objective), exp.run_name(name, objective), store)
-            store.add_run(ctx.run, config=ctx.config.model_dump(mode="json"))
-            exp.share_first_round(store, shared.run, ctx.run)
-            for round in range(1, settings.rounds + 1):
-                alignment_round.with_options(flow_run_name=f"{objective}-round-{round}")(ctx, sampler, judge, round)
-            outcome = exp.objective_result(store, name, objective, settings.rounds, time.perf_counter() - objective_started)
-            logger.info("%s: held-out accuracy per round %s", objective, outcome.accuracy)
-            outcomes.append(outcome)
+    wall_s = dict.fromkeys(objectives, 0.0)
+    with open_sampler(settings.sampler, RunContext(settings, exp.shared_run(name), store).base_model,
+                      dtype=settings.model.dtype, max_model_len=settings.model.max_model_len) as sampler:
+        for repeat in range(1, repeats + 1):
+            repeated = exp.repeat_config(settings, repeat)
+            shared = RunContext(repeated, exp.shared_run(name, repeat), store)
+            store.add_run(shared.run, config=repeated.model_dump(mode="json"))
+            start_round(shared, 1)
+            steps.sample(shared, sampler, 1)
+            steps.judge(shared, judge, 1)
+            exp.evaluate_base(shared, sampler, judge)
+            for objective in objectives:
+                objective_started = time.perf_counter()
+                ctx = RunContext(exp.objective_config(repeated, objective), exp.run_name(name, objective, repeat), store)
+                store.add_run(ctx.run, config=ctx.config.model_dump(mode="json"))
+                exp.share_first_round(store, shared.run, ctx.run)
+                for round in range(1, settings.rounds + 1):
+                    alignment_round.with_options(flow_run_name=f"{ctx.run}-round-{round}")(ctx, sampler, judge, round)
+                wall_s[objective] += time.perf_counter() - objective_started
+                logger.info("repeat %d, %s: rounds done", repeat, objective)
+    outcomes = [exp.objective_result(store, name, o, settings.rounds, repeats, wall_s[o]) for o in objectives]
+    for outcome in outcomes:
+        logger.info("%s: held-out accuracy per repeat and round %s", outcome.objective, outcome.accuracy)
     command = shlex.join(["online-cut", "experiment", "--config", config, "--name", name,
-                          *(f"--objective={o}" for o in objectives), "--results", results])
+                          *(f"--objective={o}" for o in objectives), "--repeats", str(repeats), "--results", results])
     exp.write_results(
         Path(results), outcomes, command=command, config_text=dump_config(settings),
-        wall_s=time.perf_counter() - started, seed=settings.cut.seed, held_out=exp.held_out_names(shared, judge),
+        wall_s=time.perf_counter() - started, seed=settings.cut.seed,
+        held_out=exp.held_out_names(RunContext(settings, exp.shared_run(name), store), judge),
         n=settings.evaluation.n,
     )
     logger.info("wrote %s", results)

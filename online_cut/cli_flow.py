@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from cut.config import OBJECTIVES  # light: pydantic only, so --help stays instant
+
 from online_cut.console import fail
 from online_cut.logs import PROJECT_LOGGERS
 
@@ -81,18 +83,21 @@ def serve(
 
 def experiment(
     config: Path = typer.Option(Path("configs/experiment-arith.yaml"), "--config", help=CONFIG_HELP),
-    name: str = typer.Option("arith", help="the experiment's name; its runs are NAME-shared and NAME-<objective>"),
+    name: str = typer.Option("arith", help="the experiment's name; its runs are NAME-shared and NAME-<objective> (NAME-<objective>-rK for repeat K)"),
     objectives: list[str] = typer.Option(
-        None, "--objective", help="an objective to compare: cut, sft or hindsight (repeat; default: all three)"
+        None, "--objective", help=f"an objective to compare: {', '.join(OBJECTIVES)} (give it again for another; "
+        "default: all of them)"
     ),
     results: Path = typer.Option(Path("docs/results.md"), help="markdown file for the table; the plot goes beside it (.png)"),
+    repeats: int = typer.Option(
+        1, "--repeats", min=1, help="run the whole comparison this many times, each from its own round-1 samples; "
+        "the table shows mean ± standard error and CUT's paired difference to each baseline",
+    ),
 ) -> None:
     """Compare objectives online from the same round-1 samples and write a results table and plot.
 
-    Rerun with the same --name to continue an interrupted experiment.
+    Rerun with the same --name (and --repeats) to continue an interrupted experiment.
     """
-    from cut.config import OBJECTIVES
-
     _checked(config)
     unknown = sorted(set(objectives or ()) - set(OBJECTIVES))
     if unknown:
@@ -101,4 +106,5 @@ def experiment(
     _pools_checked(config)
     from flows.experiment import experiment as experiment_flow
 
-    typer.echo(experiment_flow(config=str(config), name=name, objectives=objectives, results=str(results)))
+    typer.echo(experiment_flow(config=str(config), name=name, objectives=objectives, results=str(results),
+                               repeats=repeats))

@@ -3,14 +3,18 @@
 An experiment named E samples and judges round 1 once, from the base model, under run
 `E-shared`; each objective's run `E-<objective>` starts with a copy of those responses and
 judgments (round 1's sample and judge steps marked done) and then runs the ordinary rounds.
+Each further repeat k does the same under `E-shared-rk` and `E-<objective>-rk`, from its own
+round-1 samples (the CPU engine cannot be seeded), so objectives are compared paired by repeat.
 The table reads the evaluations the rounds stored: round 0 is the base model (the first
 round's incumbent), round r the candidate trained in round r.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import statistics
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,16 +33,27 @@ NOTES_HEADING = "## Notes"
 OBJECTIVES_HEADING = "The objectives (`cut.objective`; the table shows those this experiment ran):\n\n"
 
 
-def run_name(experiment: str, objective: str) -> str:
-    return f"{experiment}-{objective}"
+def _repeat_suffix(repeat: int) -> str:
+    # The first repeat keeps the names experiments had before repeats existed, so they resume as they were.
+    return "" if repeat == 1 else f"-r{repeat}"
 
 
-def shared_run(experiment: str) -> str:
-    return f"{experiment}-shared"
+def run_name(experiment: str, objective: str, repeat: int = 1) -> str:
+    return f"{experiment}-{objective}{_repeat_suffix(repeat)}"
+
+
+def shared_run(experiment: str, repeat: int = 1) -> str:
+    return f"{experiment}-shared{_repeat_suffix(repeat)}"
 
 
 def objective_config(config: Config, objective: str) -> Config:
     return config.model_copy(update={"cut": config.cut.model_copy(update={"objective": objective})})
+
+
+def repeat_config(config: Config, repeat: int) -> Config:
+    """Repeat k draws its rounds' training prompts from `prompts.seed + k - 1`: its own samples even
+    where the sampler is seeded (the held-out sets stay the same, so scores compare)."""
+    return config.model_copy(update={"prompts": config.prompts.model_copy(update={"seed": config.prompts.seed + repeat - 1})})
 
 
 def evaluate_base(ctx: RunContext, sampler: Sampler, judge: Judge) -> None:
@@ -86,26 +101,53 @@ def share_first_round(store: Store, source_run: str, target_run: str) -> None:
 
 @dataclass(frozen=True)
 class ObjectiveResult:
+    """An objective's held-out scores in every repeat of the experiment."""
+
     objective: str
-    run: str
-    accuracy: list[float | None]  # index r: held-out score after round r (0: base model)
-    positives: list[int]  # index r (from 1): positive triples of round r
+    runs: list[str]  # one per repeat
+    accuracy: list[list[float | None]]  # [repeat][r]: held-out score after round r (0: base model)
+    positives: list[list[int]]  # [repeat][r - 1]: positive triples of round r
     wall_s: float
 
+    def scores(self, round: int) -> list[float]:
+        """Round `round`'s held-out score in each repeat that has one."""
+        return [a[round] for a in self.accuracy if a[round] is not None]
 
-def objective_result(store: Store, experiment: str, objective: str, rounds: int, wall_s: float) -> ObjectiveResult:
-    """An objective's held-out score per round (mean over the evaluated suites)."""
-    run = run_name(experiment, objective)
-    rows = store.query(
-        "SELECT round, role, avg(score) AS score FROM evaluations WHERE run = ? GROUP BY ALL", [run]
-    )
-    scores = {(row["round"], row["role"]): row["score"] for row in rows}
-    accuracy = [scores.get((1, "incumbent"))] + [scores.get((r, "candidate")) for r in range(1, rounds + 1)]
-    counts = store.query(
-        "SELECT round, count(*) AS n FROM triples WHERE run = ? AND verdict = 'positive' GROUP BY round", [run]
-    )
-    by_round = {row["round"]: row["n"] for row in counts}
-    return ObjectiveResult(objective, run, accuracy, [by_round.get(r, 0) for r in range(1, rounds + 1)], wall_s)
+
+def objective_result(store: Store, experiment: str, objective: str, rounds: int, repeats: int,
+                     wall_s: float) -> ObjectiveResult:
+    """An objective's held-out score per repeat and round (mean over the evaluated suites)."""
+    runs = [run_name(experiment, objective, repeat) for repeat in range(1, repeats + 1)]
+    accuracy, positives = [], []
+    for run in runs:
+        rows = store.query("SELECT round, role, avg(score) AS score FROM evaluations WHERE run = ? GROUP BY ALL", [run])
+        scores = {(row["round"], row["role"]): row["score"] for row in rows}
+        accuracy.append([scores.get((1, "incumbent"))] + [scores.get((r, "candidate")) for r in range(1, rounds + 1)])
+        counts = store.query(
+            "SELECT round, count(*) AS n FROM triples WHERE run = ? AND verdict = 'positive' GROUP BY round", [run]
+        )
+        by_round = {row["round"]: row["n"] for row in counts}
+        positives.append([by_round.get(r, 0) for r in range(1, rounds + 1)])
+    return ObjectiveResult(objective, runs, accuracy, positives, wall_s)
+
+
+def mean_and_error(scores: list[float], n: int) -> tuple[float, float]:
+    """The mean over repeats and its standard error: sd/√K over K ≥ 2 repeats; for one repeat, the
+    binomial spread of a held-out share of n prompts, √(p(1 − p)/n)."""
+    mean = statistics.fmean(scores)
+    if len(scores) > 1:
+        return mean, statistics.stdev(scores) / math.sqrt(len(scores))
+    return mean, math.sqrt(max(mean * (1 - mean), 0.0) / n)
+
+
+def paired_difference(a: list[float], b: list[float], n: int) -> tuple[float, float]:
+    """a − b over the same repeats, and its standard error: the spread of the per-repeat differences
+    over K ≥ 2 repeats; for one, the two binomial spreads combined."""
+    if len(a) > 1:
+        differences = [x - y for x, y in zip(a, b)]
+        return statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(len(differences))
+    (mean_a, error_a), (mean_b, error_b) = mean_and_error(a, n), mean_and_error(b, n)
+    return mean_a - mean_b, math.hypot(error_a, error_b)
 
 
 def machine() -> str:
@@ -121,19 +163,21 @@ def _version(package: str) -> str:
         return "absent"
 
 
-def plot(results: list[ObjectiveResult], path: Path) -> None:
+def plot(results: list[ObjectiveResult], path: Path, n: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 3.6), dpi=120)
+    rounds = range(len(results[0].accuracy[0]))
     for result in results:
-        axes.plot(range(len(result.accuracy)), [a if a is not None else float("nan") for a in result.accuracy],
-                  marker="o", label=result.objective)
+        points = [mean_and_error(result.scores(r), n) if result.scores(r) else (float("nan"), 0.0) for r in rounds]
+        axes.errorbar(list(rounds), [m for m, _ in points], yerr=[e for _, e in points], marker="o", capsize=3,
+                      label=result.objective)
     axes.set_xlabel("round (0: base model)")
-    axes.set_ylabel("held-out accuracy")
-    axes.set_xticks(range(len(results[0].accuracy)))
+    axes.set_ylabel("held-out accuracy (± standard error)")
+    axes.set_xticks(list(rounds))
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -141,27 +185,61 @@ def plot(results: list[ObjectiveResult], path: Path) -> None:
     plt.close(figure)
 
 
+def _cell(scores: list[float], n: int) -> str:
+    if not scores:
+        return "—"
+    mean, error = mean_and_error(scores, n)
+    return f"{mean:.1%} ± {100 * error:.1f}"
+
+
 def write_results(path: Path, results: list[ObjectiveResult], *, command: str, config_text: str,
                   wall_s: float, seed: int, held_out: list[str], n: int) -> None:
-    """`path` (markdown) with the table and the plot beside it; a `## Notes` section already there is kept."""
+    """`path` (markdown) with the tables and the plot beside it; a `## Notes` section already there is kept."""
     plot_path = path.with_suffix(".png")
-    plot(results, plot_path)
-    rounds = len(results[0].accuracy) - 1
+    plot(results, plot_path, n)
+    rounds = len(results[0].accuracy[0]) - 1
+    repeats = len(results[0].runs)
     header = "| objective | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " | positives per round | wall |"
     rule = "|---" * (rounds + 4) + "|"  # objective, rounds 0..N, positives, wall
     lines = [
-        f"| {r.objective} | " + " | ".join("—" if a is None else f"{a:.1%}" for a in r.accuracy)
-        + f" | {', '.join(map(str, r.positives))} | {r.wall_s / 60:.1f} min |"
+        f"| {r.objective} | " + " | ".join(_cell(r.scores(k), n) for k in range(rounds + 1))
+        + f" | {', '.join(str(round(statistics.fmean(p))) for p in zip(*r.positives))} | {r.wall_s / 60:.1f} min |"
         for r in results
     ]
+    cut = next((r for r in results if r.objective == "cut"), None)
+    paired = ""
+    if cut is not None and len(results) > 1:
+        paired_lines = []
+        for other in (r for r in results if r is not cut):
+            cells = []
+            for k in range(1, rounds + 1):
+                both = [(a[k], b[k]) for a, b in zip(cut.accuracy, other.accuracy) if a[k] is not None and b[k] is not None]
+                if not both:
+                    cells.append("—")
+                    continue
+                difference, error = paired_difference([a for a, _ in both], [b for _, b in both], n)
+                cells.append(f"{100 * difference:+.1f} ± {100 * error:.1f}")
+            paired_lines.append(f"| cut − {other.objective} | " + " | ".join(cells) + " |")
+        paired = (
+            "\n\nCUT minus each baseline, paired by repeat (points):\n\n"
+            + "| difference | " + " | ".join(f"round {k}" for k in range(1, rounds + 1)) + " |\n"
+            + "|---" * (rounds + 1) + "|\n" + "\n".join(paired_lines)
+        )
+    spread = (
+        f"the standard error of the mean over the {repeats} repeats (sd/√{repeats}); of a difference, the spread "
+        "of the per-repeat differences" if repeats > 1 else
+        f"one repeat, so the binomial spread of each score over its {n} prompts, √(p(1 − p)/n); of a difference, "
+        "the two combined"
+    )
     notes = ""
     if path.exists() and NOTES_HEADING in path.read_text():
         notes = NOTES_HEADING + path.read_text().split(NOTES_HEADING, 1)[1]
     path.write_text(
         "# Results: CUT against its baselines, online, on a CPU\n\n"
         f"Held-out accuracy ({', '.join(held_out)}; {n} prompts per set, greedy) of the adapter each round "
-        "trained, from the same round-1 samples of the base model (round 0).\n\n"
-        + "\n".join([header, rule, *lines])
+        f"trained, from the same round-1 samples of the base model (round 0) within each of {repeats} "
+        f"repeat{'s' if repeats > 1 else ''}; mean ± standard error in points ({spread}).\n\n"
+        + "\n".join([header, rule, *lines]) + paired
         + f"\n\n![held-out accuracy per round]({plot_path.name})\n\n"
         + OBJECTIVES_HEADING + "".join(f"- `{name}`: {line}\n" for name, line in OBJECTIVE_SUMMARIES.items()) + "\n"
         f"- command: `{command}`\n- machine: {machine()}\n- wall time: {wall_s / 60:.1f} min in all\n"

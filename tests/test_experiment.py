@@ -20,10 +20,10 @@ ONLINE_CUT = str(Path(sys.executable).parent / "online-cut")
 PER_ROUND, SAMPLES = 4, 2
 
 
-def test_experiment_shares_round_one_and_writes_the_table(tiny_model: Path, tmp_path: Path) -> None:
+def _config(tmp_path: Path, tiny_model: Path, rounds: int) -> Path:
     config = tmp_path / "experiment.yaml"
     config.write_text(yaml.safe_dump({
-        "rounds": 2,
+        "rounds": rounds,
         "model": {"path": str(tiny_model)},
         "prompts": {"suite": "addition", "per_round": PER_ROUND},
         "sampler": {"backend": "transformers", "n": SAMPLES, "max_tokens": 6},
@@ -33,6 +33,11 @@ def test_experiment_shares_round_one_and_writes_the_table(tiny_model: Path, tmp_
                     "exports_dir": str(tmp_path / "exports")},
         "evaluation": {"n": 4, "margin": 1.0},
     }))
+    return config
+
+
+def test_experiment_shares_round_one_and_writes_the_table(tiny_model: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, tiny_model, rounds=2)
     results = tmp_path / "results.md"
     results.write_text("# old\n\n## Notes\n\nWhat was tried, kept across reruns.\n")
     command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--objective", "cut",
@@ -66,3 +71,28 @@ def test_experiment_shares_round_one_and_writes_the_table(tiny_model: Path, tmp_
     assert again.returncode == 0, again.stderr[-3000:]
     with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
         assert db.execute("SELECT count(*) FROM responses").fetchone() == (3 * PER_ROUND * SAMPLES + 2 * PER_ROUND * SAMPLES,)
+
+
+def test_each_repeat_samples_its_own_round_one_shared_by_its_objectives(tiny_model: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, tiny_model, rounds=1)
+    results = tmp_path / "results.md"
+    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--objective", "cut",
+               "--objective", "hindsight", "--repeats", "2", "--results", str(results)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
+        judged = dict(db.execute("SELECT run, count(*) FROM triples WHERE round = 1 GROUP BY run").fetchall())
+        texts = dict(db.execute(
+            "SELECT run, list(text ORDER BY prompt_id, sample_index) FROM responses WHERE round = 1 GROUP BY run"
+        ).fetchall())
+        prompts = dict(db.execute(
+            "SELECT run, list(DISTINCT prompt_id ORDER BY prompt_id) FROM responses WHERE round = 1 GROUP BY run"
+        ).fetchall())
+    assert set(texts) == {f"t-{kind}{suffix}" for kind in ("shared", "cut", "hindsight") for suffix in ("", "-r2")}
+    assert prompts["t-shared"] != prompts["t-shared-r2"]  # each repeat its own draw
+    assert all(count == PER_ROUND * SAMPLES for count in judged.values())
+    for suffix in ("", "-r2"):
+        assert texts[f"t-cut{suffix}"] == texts[f"t-hindsight{suffix}"] == texts[f"t-shared{suffix}"]
+    text = results.read_text()
+    assert "mean over the 2 repeats" in text
+    assert sum(line.startswith("| cut − hindsight |") for line in text.splitlines()) == 1
