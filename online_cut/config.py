@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cut.config import CutConfig
 from judges.config import JudgeConfig
-from online_cut.base_model import default_cache_dir, shipped_model_dir
+from online_cut.base_model import default_cache_dir, is_prepared, shipped_model_dir
 from online_cut.strict import ExistingFile, StrictModel
 from samplers.config import PromptsConfig, SamplerConfig
 from storage.config import StorageConfig
@@ -55,7 +55,15 @@ class ModelConfig(StrictModel):
         """What transformers and vLLM load: the hub id, the folder, or the shipped model's cache."""
         if self.hub_id is not None:
             return self.hub_id
-        return str(self.path if self.path is not None else shipped_model_dir(self.cache_dir))
+        if self.path is not None:
+            return str(self.path)
+        shipped = shipped_model_dir(self.cache_dir)
+        if not is_prepared(shipped):
+            raise ConfigError(
+                f"model: the shipped model is not converted in {shipped}: run `make setup` or `online-cut model "
+                "prepare`, or set ONLINE_CUT_CACHE (or model.cache_dir) to the cache that holds it"
+            )
+        return str(shipped)
 
 
 class EvaluationConfig(StrictModel):

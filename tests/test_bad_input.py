@@ -115,3 +115,11 @@ def test_a_config_that_is_not_utf8_a_directory_or_uses_aliases_is_a_named_error(
         code, out, err = cli("config", "check", config)
         assert code == 1 and f"{config}: " in err and message in err
         assert len(err) < 1000
+
+
+def test_training_with_the_shipped_model_not_converted_says_how_to_convert_it(tmp_path: Path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model:\n  cache_dir: {tmp_path / 'empty-cache'}\n")
+    code, _, err = cli("train", "--triples", write(tmp_path / "t.json", RECORDS), "--config", config,
+                       "--out", tmp_path / "adapter")
+    assert code == 1 and "the shipped model is not converted" in err and "online-cut model prepare" in err
