@@ -20,11 +20,14 @@ def write_random_adapter(
     """Save a PEFT LoRA adapter for `base_model` with lora_B ~ N(0, scale²) drawn from `seed`.
 
     `zero=True` keeps PEFT's initialisation (lora_B = 0): an adapter that changes nothing,
-    as an untrained one saved by mistake would.
+    as an untrained one saved by mistake would. Its fingerprint is written beside it, as the
+    trainer writes a trained adapter's.
     """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cut.fingerprint import adapter_fingerprint, write_fingerprint
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch.float32)
@@ -36,4 +39,5 @@ def write_random_adapter(
                 if "lora_B" in name:
                     parameter.normal_(0.0, scale)
     peft_model.save_pretrained(out_dir)
+    write_fingerprint(adapter_fingerprint(peft_model, AutoTokenizer.from_pretrained(str(base_model))), out_dir)
     return out_dir

@@ -6,8 +6,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cut.fingerprint import ProbeSequence, score_probe
 from samplers.adapters import AdapterInfo
-from samplers.base import Sampler
+from samplers.base import Sampler, precision_of
 from samplers.config import SamplerConfig
 from samplers.records import FinishReason, Prompt, Sample, SamplingSettings
 
@@ -20,6 +21,7 @@ class TransformersSampler(Sampler):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         super().__init__(config, base_model, reason)
+        self.precision = precision_of(dtype)
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._tokenizer = AutoTokenizer.from_pretrained(base_model, padding_side="left")
         if self._tokenizer.pad_token is None:
@@ -42,6 +44,9 @@ class TransformersSampler(Sampler):
             self._peft.load_adapter(str(adapter.path), adapter_name=engine_name)
             self._peft.set_adapter(engine_name)
             self._peft.delete_adapter(superseded)
+
+    def _score_probe(self, sequences: tuple[ProbeSequence, ...]) -> list[list[float]]:
+        return score_probe(self._peft if self._peft is not None else self._model, sequences)
 
     def _generate(self, prompts: list[Prompt], settings: SamplingSettings, logprobs: bool) -> list[Sample]:
         import torch

@@ -27,8 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cut.fingerprint import ProbeSequence
 from samplers.adapters import AdapterInfo, write_merged_weights
-from samplers.base import Sampler, SamplerError
+from samplers.base import Sampler, SamplerError, precision_of
 from samplers.config import SamplerConfig
 from samplers.records import Prompt, Sample, SamplingSettings
 
@@ -46,6 +47,7 @@ class VllmInProcessSampler(Sampler):
     def __init__(self, config: SamplerConfig, base_model: str, reason: str = "", *, dtype: str, max_model_len: int):
         super().__init__(config, base_model, reason)
         self._dtype = dtype
+        self.precision = precision_of(dtype)
         self._max_model_len = max_model_len
         self._llm: Any = None
         self._asleep = False
@@ -143,6 +145,31 @@ class VllmInProcessSampler(Sampler):
             for prompt, output in zip(prompts, outputs)
             for completion in output.outputs
         ]
+
+    def _score_probe(self, sequences: tuple[ProbeSequence, ...]) -> list[list[float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        # Read the prefix cache as sampling does (vLLM skips it for prompt log-probs by default),
+        # so blocks left from the previous weights show. Cached positions get no log-probs: the
+        # list then starts later, and the response tokens sit at its end.
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, prompt_logprobs=0, skip_reading_prefix_cache=False, detokenize=False
+        )
+        scores = []
+        # One request per call: vLLM's CPU LoRA kernels fail on prompt log-probs of a batch of
+        # several requests (bgmv_shrink: "subscript b has size 4 ... previously seen size 160").
+        for sequence in sequences:
+            (output,) = self._engine().generate(
+                TokensPrompt(prompt_token_ids=list(sequence.token_ids)),
+                params,
+                use_tqdm=False,
+                lora_request=self._lora_request(),
+            )
+            response = sequence.response_ids
+            steps = output.prompt_logprobs[-len(response) :]
+            scores.append([step[token].logprob for step, token in zip(steps, response, strict=True)])
+        return scores
 
     def pause(self) -> None:
         if self.config.between_rounds == "release":

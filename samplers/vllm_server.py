@@ -13,6 +13,7 @@ import asyncio
 import os
 from typing import Any
 
+from cut.fingerprint import ProbeSequence
 from samplers.adapters import AdapterInfo
 from samplers.base import Sampler, SamplerError
 from samplers.config import SamplerConfig
@@ -23,6 +24,7 @@ API_KEY_ENV = "VLLM_API_KEY"
 
 class VllmServerSampler(Sampler):
     backend = "vllm-server"
+    precision = "half"  # the server does not report its dtype, so the looser tolerance applies
 
     def __init__(self, config: SamplerConfig, base_model: str, reason: str = "") -> None:
         import openai
@@ -65,6 +67,23 @@ class VllmServerSampler(Sampler):
                 f"{self.config.base_url}{path} {body}: HTTP {exc.status_code}: {exc.message}. "
                 "The server needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in its environment."
             ) from None
+
+    def _score_probe(self, sequences: tuple[ProbeSequence, ...]) -> list[list[float]]:
+        """vLLM's completions endpoint scores token ids given as the prompt (`prompt_logprobs`, its extension),
+        one sequence a request: its CPU LoRA kernels fail on prompt log-probs of several batched requests."""
+        scores = []
+        for sequence in sequences:
+            reply = self._client.completions.create(
+                model=self._loaded or self._served_model,
+                prompt=list(sequence.token_ids),
+                max_tokens=1,
+                temperature=0.0,
+                extra_body={"prompt_logprobs": 0},
+            )
+            response = sequence.response_ids
+            steps = reply.choices[0].model_extra["prompt_logprobs"][-len(response) :]
+            scores.append([step[str(token)]["logprob"] for step, token in zip(steps, response, strict=True)])
+        return scores
 
     def _generate(self, prompts: list[Prompt], settings: SamplingSettings, logprobs: bool) -> list[Sample]:
         return asyncio.run(self._generate_async(prompts, settings, logprobs))

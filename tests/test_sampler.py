@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from samplers.adapters import AdapterError, inspect_adapter
-from samplers.base import AdapterNotAppliedError
+from cut.fingerprint import FINGERPRINT_FILE, read_fingerprint
+from samplers.base import AdapterMismatchError, AdapterNotAppliedError
 from samplers.config import PromptsConfig, SamplerConfig
 from samplers.factory import choose_backend, open_sampler
 from samplers.prompts import PromptSourceError, read_prompt_file, round_prompts, suite_prompts
@@ -162,6 +163,26 @@ def test_zeroed_adapter_passed_as_trained_fails_the_check_loudly(tiny_sampler, t
     with pytest.raises(AdapterNotAppliedError, match=r"adapter 'round-2' .*zeroed.*lora_B weights are all zero"):
         tiny_sampler.attach(tiny_adapters["zeroed"], name="round-2")
     assert not tiny_sampler.attach(tiny_adapters["zeroed"], name="init", expect_change=False).changed
+
+
+def test_transformers_backend_scores_the_fingerprint_it_was_written_with(tiny_sampler, tiny_adapters):
+    check = tiny_sampler.attach(tiny_adapters["trained"], name="round-1")
+    written = read_fingerprint(tiny_adapters["trained"])
+    assert (tiny_adapters["trained"] / FINGERPRINT_FILE).is_file()
+    assert check.fingerprint.tokens == sum(len(s.response_ids) for s in written.sequences)
+    assert check.precision == "float32" and check.fingerprint.max_abs <= check.tolerance.max_abs
+
+
+def test_the_previous_rounds_adapter_fails_against_this_rounds_fingerprint(tiny_sampler, tiny_adapters):
+    expected = read_fingerprint(tiny_adapters["trained"])
+    with pytest.raises(AdapterMismatchError, match=r"adapter 'round-2': .* max \|Δ log p\| = \S+, mean \S+ away"):
+        tiny_sampler.attach(tiny_adapters["other"], name="round-2", fingerprint=expected)
+
+
+def test_zeroed_adapter_fails_the_fingerprint_of_the_trained_one(tiny_sampler, tiny_adapters):
+    expected = read_fingerprint(tiny_adapters["trained"])
+    with pytest.raises(AdapterMismatchError, match="not serving the weights this adapter was trained to"):
+        tiny_sampler.attach(tiny_adapters["zeroed"], name="round-2", expect_change=False, fingerprint=expected)
 
 
 class ForgetfulSampler(TransformersSampler):

@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from samplers.base import AdapterCheck, AdapterNotAppliedError, Sampler
+from cut.fingerprint import read_fingerprint
+from samplers.base import FINGERPRINT_TOLERANCES, AdapterCheck, AdapterMismatchError, AdapterNotAppliedError, Sampler
 from samplers.config import SamplerConfig
 from samplers.factory import open_sampler
 from samplers.random_adapter import write_random_adapter
@@ -39,6 +40,7 @@ PROMPTS = [
     Prompt("What is 19 + 64? Reply with just the number."),
 ]
 GREEDY = SamplingSettings(n=1, temperature=0.0, max_tokens=10)
+FLOAT32_TOLERANCE = FINGERPRINT_TOLERANCES["float32"]
 KV_CACHE_GIB = 0.25
 
 
@@ -122,6 +124,7 @@ def assert_each_round_used_its_adapter(rounds: Rounds) -> None:
     assert outputs["a1-again"] == outputs["a1"], "re-attaching a1 in the same folder served other weights"
     for label, check in rounds.checks.items():
         assert check.changed and check.adapter == label and not check.adapter_weights_zero
+        assert check.fingerprint is not None and check.fingerprint.max_abs <= check.tolerance.max_abs
 
 
 def test_lora_request_rounds_each_sample_their_own_adapter(lora_rounds):
@@ -149,6 +152,30 @@ def test_zeroed_adapter_passed_as_trained_fails_loudly(request, backend, adapter
     with pytest.raises(AdapterNotAppliedError, match=r"adapter 'round-7' .* lora_B weights are all zero"):
         sampler.attach(adapters["zeroed"], name="round-7")
     sampler.attach(None)
+
+
+@pytest.mark.parametrize("backend", ["lora", "merged"])
+def test_the_previous_rounds_adapter_fails_against_this_rounds_fingerprint(request, backend, adapters):
+    sampler = request.getfixturevalue(backend).sampler
+    with pytest.raises(AdapterMismatchError, match=r"adapter 'round-2': .* max \|Δ log p\| = \S+, mean \S+ away"):
+        sampler.attach(adapters["a1"], name="round-2", fingerprint=read_fingerprint(adapters["a2"]))
+
+
+@pytest.mark.parametrize("backend", ["lora", "merged"])
+def test_zeroed_adapter_fails_the_fingerprint_of_the_trained_one(request, backend, adapters):
+    sampler = request.getfixturevalue(backend).sampler
+    with pytest.raises(AdapterMismatchError, match="not serving the weights this adapter was trained to"):
+        sampler.attach(adapters["zeroed"], name="round-2", expect_change=False, fingerprint=read_fingerprint(adapters["a1"]))
+
+
+def test_merged_engine_reloaded_without_a_prefix_cache_reset_fails(merged, adapters, monkeypatch):
+    sampler = merged.sampler
+    sampler.attach(adapters["a1"], name="round-1")  # the probe's shared first block now cached under a1
+    monkeypatch.setattr(sampler._engine(), "reset_prefix_cache", lambda *args, **kwargs: True)
+    with pytest.raises(AdapterMismatchError, match="adapter 'round-2'"):
+        sampler.attach(adapters["a2"], name="round-2")
+    monkeypatch.undo()
+    assert sampler.attach(adapters["a2"], name="round-2").fingerprint.max_abs <= FLOAT32_TOLERANCE.max_abs
 
 
 def test_samples_record_index_finish_reason_tokens_and_adapter(merged, adapters):
@@ -206,13 +233,17 @@ def test_server_loads_each_round_adapter_at_run_time_and_unloads_the_superseded(
     with open_sampler(config, "unused: the server's model") as sampler:
         sampler.attach(None)
         base = greedy(sampler)
-        assert sampler.attach(adapters["a1"], name="a1").changed
+        a1_check = sampler.attach(adapters["a1"], name="a1")
         a1 = greedy(sampler)
+        with pytest.raises(AdapterMismatchError, match="adapter 'a2-as-a1'"):
+            sampler.attach(adapters["a2"], name="a2-as-a1", fingerprint=read_fingerprint(adapters["a1"]))
         sampler.attach(adapters["a2"], name="a2")
         served = {model["id"] for model in httpx.get(f"{vllm_server}/models").json()["data"]}
         with pytest.raises(AdapterNotAppliedError):
             sampler.attach(adapters["zeroed"], name="zeroed")
-    assert a1 != base
+    assert a1_check.changed and a1 != base
+    # A float32 server: its scores are as close to the trainer's as the in-process engine's.
+    assert a1_check.fingerprint.max_abs <= FLOAT32_TOLERANCE.max_abs
     # Same weights, same float32 engine as the in-process LoRA path.
     assert sum(x == y for x, y in zip(a1, lora_rounds.outputs["a1"])) >= 0.8 * len(PROMPTS)
     assert sum(x == y for x, y in zip(base, lora_rounds.outputs["base"])) >= 0.8 * len(PROMPTS)
