@@ -11,7 +11,14 @@ differ only in how the adapter reaches the model. Each way is warmed up on a few
 merging and engine starts are printed apart). The last line is one JSON object with
 `pipeline_over_best`: the pipeline's tokens/s over the fastest raw way's.
 
-    .venv/bin/python bench/sample.py [--prompts 256] [--max-tokens 64]
+The adapter's fingerprint check (`samplers.base`) is measured on the pipeline's sampler and on
+each of `--fingerprint-backends`: `fingerprint_max_abs` (and the mean) is the distance of the
+engine's scores of the probe tokens from the float32 ones written with the adapter, i.e. that
+engine's noise; `fingerprint_check_s` one check's time, and `fingerprint_check_share` the
+pipeline's over the time to sample a quickstart round (configs/quickstart.yaml: per_round x n
+samples of the mean completion length measured here, at the pipeline's tokens/s).
+
+    .venv/bin/python bench/sample.py [--prompts 256] [--max-tokens 64] [--fingerprint-backends vllm-lora,transformers]
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 WARMUP_PROMPTS = 8
 KV_CACHE_GIB = 1.0
@@ -42,7 +52,28 @@ def timed(label: str, generate) -> tuple[float, int]:
     return tokens / seconds, tokens
 
 
-def pipeline_way(model: str, adapter: Path, prompts, settings) -> tuple[str, float]:
+@dataclass
+class FingerprintFigures:
+    max_abs: float
+    mean_abs: float
+    check_s: float
+
+
+def fingerprint_figures(sampler, adapter: Path) -> FingerprintFigures:
+    """Attach `adapter` (its fingerprint checked), then time one more check on its own."""
+    from cut.fingerprint import read_fingerprint
+
+    check = sampler.attach(adapter, name="bench")
+    started = time.perf_counter()
+    sampler.check_fingerprint(check, read_fingerprint(adapter))
+    figures = FingerprintFigures(check.fingerprint.max_abs, check.fingerprint.mean_abs, time.perf_counter() - started)
+    print(f"{sampler.backend}: fingerprint max |Δ log p| {figures.max_abs:.2e}, mean {figures.mean_abs:.2e}, "
+          f"check {figures.check_s:.2f} s", flush=True)
+    return figures
+
+
+def pipeline_way(model: str, adapter: Path, prompts, settings) -> tuple[str, float, float, FingerprintFigures]:
+    """The pipeline's backend, its tokens/s, mean completion tokens and fingerprint figures."""
     from samplers.config import SamplerConfig
     from samplers.factory import open_sampler
 
@@ -50,11 +81,19 @@ def pipeline_way(model: str, adapter: Path, prompts, settings) -> tuple[str, flo
     with open_sampler(SamplerConfig(kv_cache_gib=KV_CACHE_GIB), model, max_model_len=MAX_MODEL_LEN) as sampler:
         print(f"pipeline: {sampler.backend} ({sampler.reason}); started in {time.perf_counter() - started:.0f} s", flush=True)
         started = time.perf_counter()
-        sampler.attach(adapter, name="bench")
-        print(f"pipeline: attach with adapter check {time.perf_counter() - started:.1f} s", flush=True)
+        figures = fingerprint_figures(sampler, adapter)
+        print(f"pipeline: attach with adapter checks {time.perf_counter() - started:.1f} s", flush=True)
         sampler.sample(prompts[:WARMUP_PROMPTS], settings)
-        speed, _ = timed("pipeline", lambda: sum(s.completion_tokens for s in sampler.sample(prompts, settings)))
-        return sampler.backend, speed
+        speed, tokens = timed("pipeline", lambda: sum(s.completion_tokens for s in sampler.sample(prompts, settings)))
+        return sampler.backend, speed, tokens / len(prompts), figures
+
+
+def backend_fingerprint(backend: str, model: str, adapter: Path) -> FingerprintFigures:
+    from samplers.config import SamplerConfig
+    from samplers.factory import open_sampler
+
+    with open_sampler(SamplerConfig(backend=backend, kv_cache_gib=KV_CACHE_GIB), model, max_model_len=MAX_MODEL_LEN) as sampler:
+        return fingerprint_figures(sampler, adapter)
 
 
 def vllm_way(label: str, model: str, prompts, settings, lora_path: Path | None = None) -> float:
@@ -112,11 +151,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--ways", default="pipeline,vllm-merged,transformers,vllm-lora")
+    parser.add_argument("--fingerprint-backends", default="vllm-lora,transformers",
+                        help="back-ends besides the pipeline's whose fingerprint noise to measure ('' for none)")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
 
     from online_cut.base_model import shipped_model_dir
+    from online_cut.config import load_config
     from samplers.adapters import write_merged_weights
     from samplers.random_adapter import write_random_adapter
     from samplers.records import SamplingSettings
@@ -126,10 +168,13 @@ def main() -> None:
     settings = SamplingSettings(n=1, temperature=0.0, max_tokens=args.max_tokens)
     ways = args.ways.split(",")
     speeds: dict[str, float] = {}
+    fingerprints: dict[str, FingerprintFigures] = {}
     with tempfile.TemporaryDirectory(prefix="bench-sample-") as tmp:
         adapter = write_random_adapter(model, Path(tmp) / "adapter", seed=0, scale=0.05, rank=16)
         if "pipeline" in ways:
-            backend, speeds["pipeline"] = pipeline_way(model, adapter, prompts, settings)
+            backend, speeds["pipeline"], mean_tokens, fingerprints[backend] = pipeline_way(model, adapter, prompts, settings)
+        for other in filter(None, args.fingerprint_backends.split(",")):
+            fingerprints[other] = backend_fingerprint(other, model, adapter)
         if "vllm-merged" in ways:
             merged = Path(tmp) / "merged"
             started = time.perf_counter()
@@ -144,6 +189,10 @@ def main() -> None:
             speeds["vllm-lora"] = vllm_way("vllm-lora", model, prompts, settings, lora_path=adapter)
 
     raw = {way: speed for way, speed in speeds.items() if way != "pipeline"}
+    quickstart = load_config(REPO / "configs" / "quickstart.yaml")
+    round_sampling_s = (
+        quickstart.prompts.per_round * quickstart.sampler.n * mean_tokens / speeds["pipeline"] if "pipeline" in speeds else None
+    )
     best_way = max(raw, key=raw.get) if raw else None
     result = {
         "bench": "sample",
@@ -153,6 +202,13 @@ def main() -> None:
         "pipeline_backend": backend if "pipeline" in speeds else None,
         "best_way": best_way,
         "pipeline_over_best": round(speeds["pipeline"] / raw[best_way], 3) if "pipeline" in speeds and raw else None,
+        "fingerprint_max_abs": {name: float(f"{f.max_abs:.3g}") for name, f in fingerprints.items()},
+        "fingerprint_mean_abs": {name: float(f"{f.mean_abs:.3g}") for name, f in fingerprints.items()},
+        "fingerprint_check_s": {name: round(f.check_s, 3) for name, f in fingerprints.items()},
+        "quickstart_round_sampling_s": round(round_sampling_s, 1) if round_sampling_s else None,
+        "fingerprint_check_share": (
+            round(fingerprints[backend].check_s / round_sampling_s, 4) if round_sampling_s else None
+        ),
     }
     print(json.dumps(result))
 
