@@ -83,10 +83,13 @@ def test_format_suite_states_its_constraint_in_words_and_metadata():
     prompts = suite_prompts("format", "heldout", 200)
     assert len({p.prompt_id for p in prompts}) == 200
     for prompt in prompts:
-        if prompt.metadata["constraint"] == "max_words":
-            assert f"at most {prompt.metadata['limit']} words" in prompt.instruction
-        if prompt.metadata["constraint"] == "lowercase":
+        if "max_words" in prompt.metadata:
+            assert f"at most {prompt.metadata['max_words']} words" in prompt.instruction
+        if prompt.metadata.get("case") == "lower":
             assert "lower case" in prompt.instruction
+        if prompt.metadata.get("no_commas"):
+            assert "not use any commas" in prompt.instruction
+    assert {key for p in prompts for key in p.metadata} == {"suite", "max_words", "case", "no_commas"}
 
 
 def test_suite_refuses_more_prompts_than_its_split_holds():
