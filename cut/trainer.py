@@ -25,12 +25,13 @@ from accelerate import Accelerator
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from cut.batches import collate, micro_batches
 from cut.config import CutConfig, LoraConfig
 from cut.data import Triple, balanced_indices
 from cut.dpo import dpo_micro_batch, dpo_step_metrics, pair_rows, with_reference
+from cut.fingerprint import adapter_fingerprint, write_fingerprint
 from cut.logprobs import autocast_for, response_logprobs
 from cut.objective import cut_loss
 from cut.pairs import preference_pairs
@@ -76,12 +77,14 @@ def check_replaceable(out_dir: Path) -> None:
         raise ValueError(f"{out_dir}: not empty and not an adapter folder; refusing to replace it")
 
 
-def save_adapter(model: PeftModel, out_dir: Path) -> None:
-    """Write the adapter folder whole or not at all: into a sibling, then renamed into place."""
+def save_adapter(model: PeftModel, out_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Write the adapter folder, its fingerprint (`cut.fingerprint`, in float32) beside the weights,
+    whole or not at all: into a sibling, then renamed into place."""
     check_replaceable(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
+    write_fingerprint(adapter_fingerprint(model, tokenizer), partial)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     partial.rename(out_dir)
@@ -116,7 +119,7 @@ def train(
         kept = balanced_indices(triples, config.positive_ratio, config.negative_ratio, config.seed)
         row_set = build_rows(triples, tokenizer, config, kept)
         units, dropped, trained_pairs = row_set.rows, row_set.dropped, []
-        rows = len(units)
+        rows = len({row.triple_index for row in units})  # forward builds two rows per triple
         if not units:
             raise ValueError(f"no row to train on: {len(triples)} triples, {dropped} too long, objective {config.objective}")
 
@@ -172,7 +175,7 @@ def train(
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_adapter(accelerator.unwrap_model(model), out_dir)
+        save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer)
     return TrainResult(out_dir, metrics, flagged, before, rows, dropped, accelerator.is_main_process, trained_pairs)
 
 

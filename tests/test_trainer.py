@@ -40,6 +40,14 @@ def test_every_objective_trains_and_saves_a_peft_adapter(tiny_model, tmp_path):
     assert result.rows == 2 and list(result.flagged) == []  # hindsight: no Align-N row
 
 
+def test_forward_trains_both_rows_of_each_triple_and_counts_triples(tiny_model, tmp_path):
+    triples = arithmetic_triples([("Add 2 and 3.", "5", None), ("Add 4 and 4.", "9", "Wrong: 4 + 4 = 8.")])
+    config = CutConfig(objective="forward", micro_batch_size=1, positive_ratio=None)
+    result = train(config, str(tiny_model), triples, tmp_path, progress=False)
+    assert result.rows == 2 and len(result.steps) == 4  # p(y|x) and p(j|[x, y]) rows, one step each
+    assert all(s["l1"] == 0 and s["loss"] == pytest.approx(s["l2"]) for s in result.steps)
+
+
 def test_example_reduction_halves_an_align_n_rows_loss_as_the_official_code(tiny_model, tmp_path):
     triples = arithmetic_triples([("Add 4 and 4.", "9", "Wrong: 4 + 4 = 8.")])
     config = CutConfig(reduction="example", micro_batch_size=1)
