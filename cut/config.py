@@ -21,7 +21,7 @@ class LoraConfig(StrictModel):
 
 
 class TemplatesConfig(StrictModel):
-    """User-message texts of the contexts; the model's chat template wraps them."""
+    """User-message texts of the contexts (and of ilf's refine request); the model's chat template wraps them."""
 
     instruction: str = Field("{instruction}", description="Align-P context x (and the default Misalign context)")
     judged: str = Field(
@@ -37,6 +37,11 @@ class TemplatesConfig(StrictModel):
         "{instruction}\n\nA response to the instruction above:\n{response}\n\nJudge this response.",
         description="context [x, y] of forward's second row, which predicts the judgment j",
     )
+    refine: str = Field(
+        # The shipped 135M model answers the instruction best when it comes last (tried on the addition suite).
+        "Feedback on your previous response ({response}): {judgment}\n\nUse the feedback. {instruction}",
+        description="ilf's request [x, y, j-] → y*: the model refines a negative's response given its judgment",
+    )
 
     @model_validator(mode="after")
     def _placeholders_present(self) -> TemplatesConfig:
@@ -44,6 +49,7 @@ class TemplatesConfig(StrictModel):
             ("instruction", ["{instruction}"]),
             ("judged", ["{instruction}", "{judgment}"]),
             ("forward", ["{instruction}", "{response}"]),
+            ("refine", ["{instruction}", "{response}", "{judgment}"]),
         ]:
             missing = [p for p in needed if p not in getattr(self, name)]
             if missing:
@@ -55,7 +61,7 @@ class DpoConfig(StrictModel):
     beta: float = Field(0.1, gt=0, description="β of the sigmoid DPO loss: how far the policy may move from the reference")
 
 
-Objective = Literal["cut", "sft", "hindsight", "dpo", "forward"]
+Objective = Literal["cut", "sft", "hindsight", "dpo", "forward", "ilf"]
 Reduction = Literal["token", "example"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 OBJECTIVE_SUMMARIES: dict[str, str] = {
@@ -67,6 +73,8 @@ OBJECTIVE_SUMMARIES: dict[str, str] = {
     "by verdict) against the round's input adapter: the judgment reduced to a reward",
     "forward": "MLE on y given x, then on the judgment given [x, y]: the model learns to predict the judgment "
     "of a response (forward prediction)",
+    "ilf": "the model refines each negative's response given its judgment, the judge keeps the refinements it calls "
+    "positive; MLE on x for those and the positives (imitation learning from language feedback)",
 }
 
 

@@ -10,6 +10,8 @@ same ids under every context. Contexts per objective (templates in `CutConfig.te
 - dpo: every triple → x (the trainer pairs the rows; `cut.pairs`)
 - forward: every triple → two rows, x predicting the response, and [x, y] (the `forward`
   template) predicting the judgment (j+ for positives: the judge's words, else the configured text)
+- ilf: positives only → x, as sft; the round (`online_cut.steps.refine`) adds each accepted
+  refinement y* of a negative as a positive triple (x, y*)
 
 A row's target — the ids after its context, the ones that carry the loss — is the response,
 or on forward's second row the judgment, tokenized apart and appended the same way.
@@ -82,7 +84,7 @@ def _contexts(triple: Triple, config: CutConfig) -> list[_Context]:
     """The rows' contexts of one triple under `config.objective` (none: the objective skips it)."""
     t: TemplatesConfig = config.templates
     plain = fill(t.instruction, triple.prompt)
-    if config.objective == "sft":
+    if config.objective in ("sft", "ilf"):
         return [] if triple.negative else [_Context(plain)]
     if config.objective == "dpo":
         return [_Context(plain)]
@@ -92,13 +94,19 @@ def _contexts(triple: Triple, config: CutConfig) -> list[_Context]:
         return [_Context(plain), _Context(fill(t.forward, triple.prompt, response=triple.response), target="judgment")]
     if not triple.negative:
         return [_Context(plain)]
-    misaligned = plain if config.misalign_context == "instruction" else fill(t.judged, triple.prompt, t.positive_judgment)
+    fake_positive = config.misalign_context == "fake_positive"
+    misaligned = fill(t.judged, triple.prompt, t.positive_judgment) if fake_positive else plain
     return [_Context(fill(t.judged, triple.prompt, triple.judgment), misaligned)]
 
 
 def _judgment_text(triple: Triple, templates: TemplatesConfig) -> str:
     """What forward's judgment row predicts: j−, or the judge's words on a positive, or the configured j+."""
     return triple.judgment or triple.positive_judgment or templates.positive_judgment
+
+
+def refine_request(triple: Triple, templates: TemplatesConfig) -> str:
+    """ilf's user message asking the model to improve a negative's response given its judgment."""
+    return fill(templates.refine, triple.prompt, triple.judgment or "", triple.response)
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, user_message: str) -> list[int]:
@@ -131,7 +139,8 @@ def build_rows(
             target = targets[context.target]
             room = config.max_length - len(target)
             aligned, misaligned = (
-                None if c is None else prompt_ids(tokenizer, c)[-room:] + target for c in (context.aligned, context.misaligned)
+                None if c is None else prompt_ids(tokenizer, c)[-room:] + target
+                for c in (context.aligned, context.misaligned)
             )
             rows.append(TokenRow(index, aligned, misaligned, len(target), context.target))
     return RowSet(rows, dropped)

@@ -1,6 +1,6 @@
 """The `online-cut` flow: one flow run is one alignment run of N rounds (DESIGN.md §3).
 
-    sample → judge → train → evaluate → promote, round after round
+    sample → judge → (refine, objective ilf only) → train → evaluate → promote, round after round
 
 and `online-cut-step`, a round's step that the config places on a work pool, run there by a
 worker (`online_cut.placement`; deployed once per pool from prefect.yaml).
@@ -46,9 +46,11 @@ def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge, round: int)
     started = time.perf_counter()
     state = start_round(ctx, round)
     if state.gate_decision is None:
-        earlier_s = sum(s or 0.0 for s in (state.sample_s, state.judge_s, state.train_s, state.eval_s))
+        earlier_s = sum(s or 0.0 for s in (state.sample_s, state.judge_s, state.refine_s, state.train_s, state.eval_s))
         steps.sample(ctx, sampler, round)
         steps.judge(ctx, judge, round)
+        if ctx.config.cut.objective == "ilf":
+            steps.refine(ctx, sampler, judge, round)
         candidate = steps.train(ctx, sampler, round, judge.judge_id)
         scores = steps.evaluate(ctx, sampler, judge, round, candidate)
         # Steps finished by an earlier, interrupted attempt count toward the round's wall time.

@@ -33,7 +33,8 @@ def artifact_key(*parts: object) -> str:
 
 
 def round_row(ctx: RunContext, round: int) -> dict:
-    """The round's figures: samples, verdicts, judge cost, training and evaluation, each step's seconds."""
+    """The round's figures: samples and the adapter check, verdicts, judge cost, training and evaluation,
+    each step's seconds."""
     (summary,) = ctx.store.query("SELECT * FROM round_summary WHERE run = ? AND round = ?", [ctx.run, round])
     (training,) = ctx.store.query(
         "SELECT arg_max(l1, step) AS l1, arg_max(l2, step) AS l2, avg(flagged_frac) AS flagged_share "
@@ -43,6 +44,9 @@ def round_row(ctx: RunContext, round: int) -> dict:
     return {
         "round": round,
         "samples": summary["responses"],
+        # How far the sampler's scores of the adapter's fingerprint were from the trainer's (None: base model).
+        "fingerprint_max_abs": summary["fingerprint_max_abs"],
+        "fingerprint_mean_abs": summary["fingerprint_mean_abs"],
         "positive_share": summary["positive_share"],
         "judge_failures": summary["failed"],
         "judge_cost_usd": summary["judge_cost_usd"],
@@ -63,7 +67,12 @@ def round_row(ctx: RunContext, round: int) -> dict:
 
 
 def _round_floats(row: dict) -> dict:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+    """Floats to 4 decimals; those below 0.001 (fingerprint distances) to 3 significant digits, not to 0."""
+    return {k: _rounded(v) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def _rounded(value: float) -> float:
+    return round(value, 4) if abs(value) >= 1e-3 else float(f"{value:.3g}")
 
 
 def flagged_markdown(ctx: RunContext, round: int) -> str:
@@ -101,7 +110,8 @@ def publish_round(ctx: RunContext, round: int) -> None:
     create_table_artifact(
         key=artifact_key(ctx.run, "round", round),
         table=[_round_floats(round_row(ctx, round))],
-        description=f"Run {ctx.run}, round {round}: samples, judgments, training, evaluation, seconds per step",
+        description=f"Run {ctx.run}, round {round}: samples, the sampled adapter's fingerprint distance, "
+        "judgments, training, evaluation, seconds per step",
     )
     create_markdown_artifact(
         key=artifact_key(ctx.run, "flagged", round),

@@ -1,4 +1,5 @@
-"""`online-cut adapters list | promote | rollback`: a run's adapter lineage and its live pointer."""
+"""`online-cut adapters list | promote | rollback | verify`: a run's adapter lineage, its live pointer,
+and whether a sampler serves an adapter's weights."""
 
 from __future__ import annotations
 
@@ -75,3 +76,39 @@ def rollback_command(
     with _store_errors():
         restored = rollback(_store(db), run)
     typer.echo(f"run {run}: live is now {restored.adapter_id if restored else 'the base model'}")
+
+
+@adapters_app.command("verify")
+def verify_command(
+    run: str = typer.Argument(..., help="the run whose adapter to check"),
+    adapter_id: str = typer.Argument(None, help="the adapter, as `adapters list` shows it (default: the run's live one)"),
+    config: Path = typer.Option(
+        None, "--config", help="a YAML config whose model and sampler sections to use (default: the run's stored config)"
+    ),
+    db: Path = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Check that the sampler serves the adapter the trainer wrote: attach it, score its fingerprint's probe
+    tokens and compare with the trainer's log-probs. Exit 1 above the engine's tolerance."""
+    from online_cut.config import ConfigError, load_config
+    from online_cut.lineage import adapter_to_verify, run_config, stored_fingerprint
+    from samplers.adapters import AdapterError
+    from samplers.base import SamplerError
+    from samplers.factory import open_sampler
+
+    with _store_errors(), errors_named(ConfigError):
+        store = _store(db)
+        adapter = adapter_to_verify(store, run, adapter_id)
+        settings = run_config(store, run) if config is None else load_config(config)
+    model = settings.model
+    with errors_named(AdapterError, SamplerError):
+        with open_sampler(settings.sampler, model.name_or_path(), dtype=model.dtype,
+                          max_model_len=model.max_model_len) as sampler:
+            check = sampler.attach(Path(adapter.path), name=adapter.adapter_id, fingerprint=stored_fingerprint(adapter))
+    if check.fingerprint is None:
+        raise fail(f"adapter {adapter.adapter_id!r} has no fingerprint (written before fingerprints, or imported): "
+                   "only its change from the base model was checked")
+    typer.echo(
+        f"{adapter.adapter_id}: {check.backend} ({check.precision}) serves it: max |Δ log p| "
+        f"{check.fingerprint.max_abs:.3g}, mean {check.fingerprint.mean_abs:.3g} over {check.fingerprint.tokens} "
+        f"probe tokens (tolerance {check.tolerance.max_abs:g}, {check.tolerance.mean_abs:g})"
+    )

@@ -37,16 +37,17 @@ def train(
     limit: int = typer.Option(None, "--limit", min=1, help="train on the first N triples of the file only (a quick trial)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an adapter already in --out"),
     objective: str = typer.Option(
-        None, "--objective", help="override cut.objective: cut, sft, hindsight or dpo (pairs of the same instruction's "
-        "responses, a positive over a negative)",
+        None, "--objective", help="override cut.objective: cut, sft, hindsight, forward (predict y, then its "
+        "judgment), ilf (the configured sampler refines each negative given its judgment, the configured judge keeps "
+        "the fine ones) or dpo (pairs of the same instruction's responses, a positive over a negative)",
     ),
     reduction: str = typer.Option(
         None, "--reduction", help="override cut.reduction: token, or example (the official CUT code's weighting)"
     ),
 ) -> None:
-    """Train a LoRA adapter with CUT (or the `sft` / `hindsight` / `dpo` baseline set by cut.objective).
+    """Train a LoRA adapter with CUT (or the `sft` / `hindsight` / `forward` / `ilf` / `dpo` baseline set by cut.objective).
 
-    OUT receives the adapter, summary.json (rows trained, dropped as too long, and for dpo the pairs as triple indices), metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s; for dpo loss, reward_margin, reward_accuracy, pairs, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged before training, with both probabilities). A bad file stops the command before training.
+    OUT receives the adapter, summary.json (rows trained, dropped as too long, and for dpo the pairs as triple indices), metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s; for dpo loss, reward_margin, reward_accuracy, pairs, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged before training, with both probabilities); for ilf refinements.jsonl (per negative: its refinement, the judge's verdict and words, and whether it was trained on). A bad file stops the command before training.
 
     The triples come from a file (--triples) or from the store (--sql, read as `online-cut sql` reads it: a query
     that writes is refused); summary.json records the query and how many rows it returned.
@@ -80,6 +81,11 @@ def train(
     if out.exists() and any(out.iterdir()) and not (overwrite and (out / "adapter_config.json").is_file()):
         raise fail(f"{out}: exists and is not empty (pass --overwrite to replace an adapter there)")
 
+    refinements = None
+    if cut_config.objective == "ilf":
+        from online_cut.refine import refine_offline
+
+        loaded, refinements = refine_offline(run_config, loaded, init_adapter)
     try:
         result = train_adapter(cut_config, run_config.model.name_or_path(), loaded, out, init_adapter)
     except ValueError as exc:
@@ -89,6 +95,8 @@ def train(
     (out / "metrics.jsonl").write_text("".join(json.dumps(step) + "\n" for step in result.steps))
     flagged = {str(i): [asdict(token) for token in tokens] for i, tokens in result.flagged.items()}
     (out / "flagged.json").write_text(json.dumps(flagged, indent=1))
+    if refinements is not None:
+        (out / "refinements.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refinements))
     source = {} if sql is None else {"sql": sql, "selected": len(loaded)}
     (out / "summary.json").write_text(
         json.dumps({**source, "rows": result.rows, "dropped": result.dropped, "pairs": result.pairs})

@@ -3,7 +3,8 @@
 Exactly one adapter of a run is `live` (or none: the base model); the next round samples
 from it and trains from it. The gate moves the pointer forward each round; `promote` and
 `rollback` move it by hand, and refuse an adapter folder that fails to load or does not fit
-the run's base model.
+the run's base model. `verify` finds what the fingerprint check needs: the adapter, the
+fingerprint the trainer wrote for it, the run's config.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from online_cut.config import ModelConfig
+from cut.fingerprint import Fingerprint
+from online_cut.config import Config, ConfigError, ModelConfig, parse_config
 from samplers.adapters import ADAPTER_CONFIG, AdapterError, check_fits_base, inspect_adapter
 from storage import records
 from storage.store import Store
@@ -41,6 +43,35 @@ def lineage(store: Store, run: str | None = None) -> list[dict]:
         """,
         [run, run],
     )
+
+
+def stored_fingerprint(adapter: records.Adapter) -> Fingerprint | None:
+    """The fingerprint the store holds for the adapter (None: written without one; the folder's is then used)."""
+    return Fingerprint.from_dict(adapter.fingerprint) if adapter.fingerprint else None
+
+
+def adapter_to_verify(store: Store, run: str, adapter_id: str | None) -> records.Adapter:
+    """`adapter_id` of `run`, or the run's live adapter."""
+    if adapter_id is None:
+        live = live_adapter(store, run)
+        if live is None:
+            raise LineageError(f"run {run!r} has no live adapter: name the adapter to verify (see `online-cut adapters list`)")
+        return live
+    adapter = _find(store, adapter_id)
+    if adapter.run != run:
+        raise LineageError(f"adapter {adapter_id!r} belongs to run {adapter.run!r}, not {run!r}")
+    return adapter
+
+
+def run_config(store: Store, run: str) -> Config:
+    """The config a run was started with, as the store holds it."""
+    rows = store.query("SELECT config FROM runs WHERE run = ?", [run])
+    if not rows or not rows[0]["config"]:
+        raise LineageError(f"run {run!r} has no stored config (imported?): pass --config")
+    try:
+        return parse_config(rows[0]["config"], f"run {run!r}'s stored config")
+    except ConfigError as exc:
+        raise LineageError(str(exc)) from None
 
 
 def _find(store: Store, adapter_id: str) -> records.Adapter:

@@ -22,7 +22,8 @@ from judges.cache import stored_judgment
 from judges.judgment import JudgeItem
 from online_cut import lineage
 from online_cut.config import Config
-from samplers.base import Sampler
+from cut.fingerprint import read_fingerprint
+from samplers.base import AdapterCheck, Sampler
 from samplers.prompts import read_prompt_file, round_prompts, suite_prompts
 from samplers.records import Prompt, SamplingSettings
 from storage import records
@@ -36,6 +37,9 @@ Progress = Callable[[int, int], None]
 # Judgments are stored after every chunk of this many requests in flight per slot, so a
 # killed run pays again for at most one chunk of unanswered requests, never for a stored one.
 JUDGE_CHUNK_PER_SLOT = 4
+# Refinements are sampled, judged and stored this many negatives at a time: a killed refine
+# step samples again at most one chunk, never a stored refinement.
+REFINE_CHUNK = 16
 EVAL_SETTINGS = SamplingSettings(n=1, temperature=0.0, max_tokens=32)
 
 
@@ -71,11 +75,25 @@ def _stored_prompt(prompt: Prompt, source: str) -> records.Prompt:
     return records.Prompt(instruction=prompt.instruction, input=prompt.input, reference=prompt.metadata, source=source)
 
 
-def _attach(sampler: Sampler, adapter: records.Adapter | None) -> None:
+def _attach(sampler: Sampler, adapter: records.Adapter | None) -> AdapterCheck | None:
+    """Attach the adapter, checked against the fingerprint the store holds for it (a folder
+    overwritten by another round's adapter fails); None for the base model."""
     if adapter is None:
         sampler.attach(None)
-    else:
-        sampler.attach(Path(adapter.path), name=adapter.adapter_id, expect_change=True)
+        return None
+    return sampler.attach(Path(adapter.path), name=adapter.adapter_id, expect_change=True,
+                          fingerprint=lineage.stored_fingerprint(adapter))
+
+
+def _stored_check(ctx: RunContext, round: int, step: str, check: AdapterCheck) -> records.AdapterCheck:
+    fingerprint, tolerance = check.fingerprint, check.tolerance
+    return records.AdapterCheck(
+        run=ctx.run, round=round, step=step, adapter_id=check.adapter, backend=check.backend,
+        precision=check.precision, differing_outputs=check.differing_outputs, max_logprob_diff=check.max_logprob_diff,
+        fingerprint_max_abs=fingerprint and fingerprint.max_abs, fingerprint_mean_abs=fingerprint and fingerprint.mean_abs,
+        fingerprint_tokens=fingerprint and fingerprint.tokens, tolerance_max_abs=tolerance and tolerance.max_abs,
+        tolerance_mean_abs=tolerance and tolerance.mean_abs,
+    )
 
 
 def start_round(ctx: RunContext, round: int) -> records.RoundState:
@@ -97,7 +115,7 @@ def sample(ctx: RunContext, sampler: Sampler, round: int) -> int:
     prompts = round_prompts(ctx.config.prompts, round)
     log.info("round %d: sampling %d prompts x %d from %s", round, len(prompts), ctx.config.sampler.n,
              state.adapter_in or "the base model")
-    _attach(sampler, ctx.adapter(state.adapter_in))
+    check = _attach(sampler, ctx.adapter(state.adapter_in))
     samples = sampler.sample(prompts)
     source = ctx.config.prompts.suite or str(ctx.config.prompts.file)
     stored_prompts = {p.prompt_id: _stored_prompt(p, source) for p in prompts}
@@ -119,6 +137,8 @@ def sample(ctx: RunContext, sampler: Sampler, round: int) -> int:
     with ctx.store.transaction() as tx:
         tx.add_prompts(stored_prompts.values())
         added = tx.add_responses(responses)
+        if check is not None:
+            tx.add_adapter_check(_stored_check(ctx, round, "sample", check))
         tx.record_round_step(ctx.run, round, "sample", time.perf_counter() - started)
     return added
 
@@ -180,6 +200,61 @@ def judge(ctx: RunContext, judge: Judge, round: int, progress: Progress | None =
     return added
 
 
+def unrefined_negatives(ctx: RunContext, round: int, judge_id: str) -> list[tuple[JudgeItem, str]]:
+    """The round's negatives by this judge (item and judgment) with no stored refinement, or with one whose
+    judging failed."""
+    rows = ctx.store.query(
+        "SELECT r.response_id, p.instruction, p.input, p.reference, r.text, j.judgment FROM responses r "
+        "JOIN prompts p USING (prompt_id) JOIN judgments j ON j.response_id = r.response_id AND j.judge = ? "
+        "WHERE r.run = ? AND r.round = ? AND j.verdict = 'negative' AND r.response_id NOT IN "
+        "(SELECT response_id FROM refinements WHERE run = ? AND round = ? AND judge = ? AND verdict <> 'failed') "
+        "ORDER BY r.response_id",
+        [judge_id, ctx.run, round, ctx.run, round, judge_id],
+    )
+    return [
+        (
+            JudgeItem(instruction=row["instruction"], input=row["input"], response=row["text"],
+                      metadata=row["reference"] if isinstance(row["reference"], dict) else {},
+                      response_id=row["response_id"]),
+            row["judgment"],
+        )
+        for row in rows
+    ]
+
+
+def refine(ctx: RunContext, sampler: Sampler, judge: Judge, round: int) -> int:
+    """ilf: each negative's response rewritten by the round's input adapter given its judgment, and the
+    rewrite judged by the same judge, stored chunk by chunk; returns the refinements stored."""
+    from online_cut.refine import refine_responses, refinement_settings
+
+    state = ctx.state(round)
+    if state.refine_s is not None:
+        return 0
+    started = time.perf_counter()
+    pending = unrefined_negatives(ctx, round, judge.judge_id)
+    log.info("round %d: refining %d negatives with %s, judged by %s", round, len(pending),
+             state.adapter_in or "the base model", judge.judge_id)
+    settings = refinement_settings(ctx.config.sampler)
+    if pending:
+        _attach(sampler, ctx.adapter(state.adapter_in))
+    added = 0
+    for first in range(0, len(pending), REFINE_CHUNK):
+        chunk = pending[first : first + REFINE_CHUNK]
+        refined = refine_responses(sampler, judge, [item for item, _ in chunk], [j for _, j in chunk],
+                                   ctx.config.cut.templates, settings)
+        added += ctx.store.add_refinements(
+            records.Refinement(
+                run=ctx.run, round=round, response_id=item.response_id, judge=judge.judge_id,
+                adapter_id=state.adapter_in, text=sample.text, finish_reason=sample.finish_reason,
+                sampling=sample.params, verdict=verdict.verdict if verdict.status == "ok" else "failed",
+                judgment=verdict.judgment, score=verdict.score, error=verdict.error,
+            )
+            for (item, _), (sample, verdict) in zip(chunk, refined)
+        )
+    ctx.store.record_round_step(ctx.run, round, "refine", time.perf_counter() - started)
+    return added
+
+
 def adapter_dir(ctx: RunContext, round: int) -> Path:
     return ctx.config.storage.adapters_dir / ctx.run / f"round-{round}"
 
@@ -218,6 +293,11 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
         ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
         return None
     triples = [Triple.judged(t.instruction, t.input, t.response, t.verdict, t.judgment, t.score) for t in stored]
+    if ctx.config.cut.objective == "ilf":
+        stored, triples = _ilf_training_set(ctx, round, judge_id, stored, triples)
+        if not triples:
+            ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
+            return None
     if ctx.config.cut.objective == "dpo" and not preference_pairs(triples, ctx.config.cut.seed):
         log.warning("round %d: no DPO pair among %d triples (no prompt has responses with different verdicts or "
                     "scores); nothing trained", round, len(triples))
@@ -242,6 +322,7 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
         round=round,
         path=str(out_dir),
         parent_id=parent.adapter_id if parent else None,
+        fingerprint=fingerprint.as_dict() if (fingerprint := read_fingerprint(out_dir)) else None,
     )
     steps = [
         records.TrainingStep(
@@ -263,6 +344,24 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
         tx.add_flagged_tokens(flagged)
         tx.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
     return candidate
+
+
+def _ilf_training_set(ctx: RunContext, round: int, judge_id: str, stored: list[records.Triple],
+                      triples: list[Triple]) -> tuple[list[records.Triple], list[Triple]]:
+    """ilf's triples (and the stored ones they come from): the positives, and each negative whose refinement
+    the judge accepted, as (x, y*)."""
+    from online_cut.refine import ilf_triples
+
+    accepted_text = {f.response_id: f.text for f in ctx.store.refinements(ctx.run, judge_id) if f.accepted}
+    accepted = {i: accepted_text[s.response_id] for i, s in enumerate(stored) if s.response_id in accepted_text}
+    kept = [s for s in stored if s.verdict == "positive"] + [s for i, s in enumerate(stored) if i in accepted]
+    if not accepted:
+        log.warning("round %d: ilf: no refinement accepted among %d negatives; training on the %d positives only",
+                    round, sum(s.verdict == "negative" for s in stored), len(kept))
+    else:
+        log.info("round %d: ilf: training on %d positives and %d accepted refinements", round,
+                 len(kept) - len(accepted), len(accepted))
+    return kept, ilf_triples(triples, accepted)
 
 
 def suite_critic(suite: str) -> Judge:

@@ -217,8 +217,162 @@ def m005_judge_batches(db: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def m006_refinements(db: duckdb.DuckDBPyConnection) -> None:
+    """ilf's refine step: each negative's response rewritten by the round's adapter given its judgment,
+    the refinement judged by the same judge, and whether it was kept to train on; the step's seconds
+    beside the others in `rounds` (and out of the round's overhead)."""
+    db.execute("""
+        CREATE TABLE refinements (
+            run VARCHAR NOT NULL,
+            round INTEGER NOT NULL,
+            response_id VARCHAR NOT NULL,     -- the negative response refined
+            judge VARCHAR NOT NULL,           -- whose judgment asked for it; the same judge judged the refinement
+            adapter_id VARCHAR,               -- the adapter that refined (NULL: base model)
+            text VARCHAR NOT NULL,            -- the refinement y*
+            finish_reason VARCHAR,
+            sampling JSON,                    -- sampling parameters
+            verdict VARCHAR NOT NULL CHECK (verdict IN ('positive', 'negative', 'failed')),
+            judgment VARCHAR,                 -- the judge's words on the refinement
+            score DOUBLE,
+            error VARCHAR,                    -- why judging the refinement failed
+            accepted BOOLEAN NOT NULL,        -- judged positive: (x, y*) is trained on
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (run, round, response_id, judge)
+        );
+        ALTER TABLE rounds ADD COLUMN refine_s DOUBLE;
+
+        CREATE VIEW refined_triples AS
+        SELECT f.run, f.round, f.adapter_id AS adapter, p.instruction, p.input, r.text AS response,
+               j.judgment, f.text AS refinement, f.verdict, f.judgment AS refinement_judgment, f.score,
+               f.accepted, f.judge, f.created_at, f.response_id
+        FROM refinements f
+        JOIN responses r USING (response_id)
+        JOIN prompts p USING (prompt_id)
+        JOIN judgments j ON j.response_id = f.response_id AND j.judge = f.judge;
+
+        CREATE OR REPLACE VIEW round_summary AS
+        WITH keys AS (SELECT run, round FROM rounds UNION SELECT run, round FROM responses),
+        sampled AS (SELECT run, round, count(*) AS responses FROM responses GROUP BY ALL),
+        judged AS (
+            SELECT r.run, r.round,
+                   count(*) FILTER (WHERE j.verdict = 'positive') AS positive,
+                   count(*) FILTER (WHERE j.verdict = 'negative') AS negative,
+                   count(*) FILTER (WHERE j.verdict = 'failed') AS failed,
+                   sum(j.cost_usd) AS judge_cost_usd
+            FROM judgments j JOIN responses r USING (response_id)
+            GROUP BY ALL
+        ),
+        trained AS (
+            SELECT run, round, count(*) AS train_steps, arg_max(loss, step) AS last_loss, avg(loss) AS mean_loss
+            FROM training_steps GROUP BY ALL
+        ),
+        evaluated AS (
+            SELECT run, round,
+                   avg(score) FILTER (WHERE role = 'candidate') AS eval_candidate,
+                   avg(score) FILTER (WHERE role = 'incumbent') AS eval_incumbent
+            FROM evaluations GROUP BY ALL
+        )
+        SELECT k.run, k.round, rd.status, rd.adapter_in, rd.adapter_out, rd.gate_decision,
+               coalesce(s.responses, 0) AS responses,
+               coalesce(j.positive, 0) AS positive,
+               coalesce(j.negative, 0) AS negative,
+               coalesce(j.failed, 0) AS failed,
+               j.positive / nullif(j.positive + j.negative, 0) AS positive_share,
+               j.judge_cost_usd,
+               t.train_steps, t.last_loss, t.mean_loss,
+               e.eval_candidate, e.eval_incumbent,
+               rd.sample_s, rd.judge_s, rd.refine_s, rd.train_s, rd.eval_s, rd.wall_s,
+               rd.wall_s - coalesce(rd.sample_s, 0) - coalesce(rd.judge_s, 0) - coalesce(rd.refine_s, 0)
+                   - coalesce(rd.train_s, 0) - coalesce(rd.eval_s, 0) AS overhead_s,
+               overhead_s / nullif(rd.wall_s, 0) AS overhead_share
+        FROM keys k
+        LEFT JOIN rounds rd USING (run, round)
+        LEFT JOIN sampled s USING (run, round)
+        LEFT JOIN judged j USING (run, round)
+        LEFT JOIN trained t USING (run, round)
+        LEFT JOIN evaluated e USING (run, round)
+        ORDER BY k.run, k.round;
+    """)
+
+
+def m007_adapter_checks(db: duckdb.DuckDBPyConnection) -> None:
+    """The trainer's fingerprint of each adapter (log-probs of fixed probe tokens), and what each attach
+    measured against it: the sampler served the weights the trainer wrote to within its noise. The
+    sampling attach's figures join `round_summary`."""
+    db.execute("""
+        ALTER TABLE adapters ADD COLUMN fingerprint JSON;  -- cut.fingerprint: probe token ids and float32 log-probs
+        CREATE TABLE adapter_checks (
+            run VARCHAR NOT NULL,
+            round INTEGER NOT NULL,
+            step VARCHAR NOT NULL,            -- the round's step that attached it, e.g. 'sample'
+            adapter_id VARCHAR NOT NULL,
+            backend VARCHAR NOT NULL,         -- vllm-merged, vllm-lora, vllm-server, transformers
+            precision VARCHAR NOT NULL,       -- whose noise the tolerance allows: float32 or half
+            differing_outputs INTEGER,        -- greedy probe outputs unlike the base model's
+            max_logprob_diff DOUBLE,          -- from the base model's probe
+            fingerprint_max_abs DOUBLE,       -- max |Δ log p| from the trainer's fingerprint
+            fingerprint_mean_abs DOUBLE,      -- mean |Δ log p| from the trainer's fingerprint
+            fingerprint_tokens INTEGER,
+            tolerance_max_abs DOUBLE,
+            tolerance_mean_abs DOUBLE,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (run, round, step, adapter_id)
+        );
+
+        CREATE OR REPLACE VIEW round_summary AS
+        WITH keys AS (SELECT run, round FROM rounds UNION SELECT run, round FROM responses),
+        sampled AS (SELECT run, round, count(*) AS responses FROM responses GROUP BY ALL),
+        judged AS (
+            SELECT r.run, r.round,
+                   count(*) FILTER (WHERE j.verdict = 'positive') AS positive,
+                   count(*) FILTER (WHERE j.verdict = 'negative') AS negative,
+                   count(*) FILTER (WHERE j.verdict = 'failed') AS failed,
+                   sum(j.cost_usd) AS judge_cost_usd
+            FROM judgments j JOIN responses r USING (response_id)
+            GROUP BY ALL
+        ),
+        trained AS (
+            SELECT run, round, count(*) AS train_steps, arg_max(loss, step) AS last_loss, avg(loss) AS mean_loss
+            FROM training_steps GROUP BY ALL
+        ),
+        checked AS (
+            SELECT run, round, backend AS check_backend, fingerprint_max_abs, fingerprint_mean_abs
+            FROM adapter_checks WHERE step = 'sample'
+        ),
+        evaluated AS (
+            SELECT run, round,
+                   avg(score) FILTER (WHERE role = 'candidate') AS eval_candidate,
+                   avg(score) FILTER (WHERE role = 'incumbent') AS eval_incumbent
+            FROM evaluations GROUP BY ALL
+        )
+        SELECT k.run, k.round, rd.status, rd.adapter_in, rd.adapter_out, rd.gate_decision,
+               coalesce(s.responses, 0) AS responses,
+               coalesce(j.positive, 0) AS positive,
+               coalesce(j.negative, 0) AS negative,
+               coalesce(j.failed, 0) AS failed,
+               j.positive / nullif(j.positive + j.negative, 0) AS positive_share,
+               j.judge_cost_usd,
+               t.train_steps, t.last_loss, t.mean_loss,
+               e.eval_candidate, e.eval_incumbent,
+               rd.sample_s, rd.judge_s, rd.refine_s, rd.train_s, rd.eval_s, rd.wall_s,
+               rd.wall_s - coalesce(rd.sample_s, 0) - coalesce(rd.judge_s, 0) - coalesce(rd.refine_s, 0)
+                   - coalesce(rd.train_s, 0) - coalesce(rd.eval_s, 0) AS overhead_s,
+               overhead_s / nullif(rd.wall_s, 0) AS overhead_share,
+               c.check_backend, c.fingerprint_max_abs, c.fingerprint_mean_abs
+        FROM keys k
+        LEFT JOIN rounds rd USING (run, round)
+        LEFT JOIN sampled s USING (run, round)
+        LEFT JOIN judged j USING (run, round)
+        LEFT JOIN trained t USING (run, round)
+        LEFT JOIN evaluated e USING (run, round)
+        LEFT JOIN checked c USING (run, round)
+        ORDER BY k.run, k.round;
+    """)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
-    m001_initial, m002_views, m003_triples_score, m004_dpo_steps, m005_judge_batches,
+    m001_initial, m002_views, m003_triples_score, m004_dpo_steps, m005_judge_batches, m006_refinements,
+    m007_adapter_checks,
 ]
 
 

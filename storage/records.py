@@ -21,7 +21,7 @@ RunName = Annotated[
 Round = Annotated[int, Field(ge=0)]
 Verdict = Literal["positive", "negative", "failed"]
 AdapterStatus = Literal["candidate", "live", "rejected", "retired"]
-RoundStep = Literal["sample", "judge", "train", "eval"]
+RoundStep = Literal["sample", "judge", "refine", "train", "eval"]
 
 
 class Record(BaseModel):
@@ -81,6 +81,29 @@ class Judgment(Record):
         return self
 
 
+class Refinement(Record):
+    """ilf: a negative response rewritten by the round's adapter given its judgment, and the judge's verdict on it."""
+
+    run: RunName
+    round: Round
+    response_id: str = Field(description="the negative response refined")
+    judge: str = Field(description="whose judgment asked for the refinement; the same judge judged it")
+    adapter_id: str | None = Field(None, description="the adapter that refined; None: base model")
+    text: str = Field(description="the refinement y*")
+    finish_reason: str | None = None
+    sampling: dict[str, Any] | None = Field(None, description="sampling parameters")
+    verdict: Verdict
+    judgment: str | None = Field(None, description="the judge's words on the refinement")
+    score: float | None = None
+    error: str | None = Field(None, description="why judging the refinement failed")
+
+    @computed_field
+    @property
+    def accepted(self) -> bool:
+        """Judged positive: (x, y*) is trained on."""
+        return self.verdict == "positive"
+
+
 class Adapter(Record):
     adapter_id: str
     run: RunName
@@ -90,6 +113,28 @@ class Adapter(Record):
     parent_id: str | None = Field(None, description="the adapter it was trained from; None: base model")
     status_reason: str | None = None
     scores: dict[str, Any] | None = None
+    fingerprint: dict[str, Any] | None = Field(
+        None, description="cut.fingerprint's probe token ids and float32 log-probs; None: written without one"
+    )
+
+
+class AdapterCheck(Record):
+    """What an attach measured: the adapter changed the model, and how far the sampler's scores of the
+    fingerprint's probe tokens were from the trainer's (within tolerance, or the round failed)."""
+
+    run: RunName
+    round: Round
+    step: str = Field(description="the round's step that attached the adapter, e.g. 'sample'")
+    adapter_id: str
+    backend: str
+    precision: str = Field(description="whose noise the tolerance allows: float32 or half")
+    differing_outputs: int | None = Field(None, description="greedy probe outputs unlike the base model's")
+    max_logprob_diff: float | None = Field(None, description="from the base model's probe")
+    fingerprint_max_abs: float | None = None
+    fingerprint_mean_abs: float | None = None
+    fingerprint_tokens: int | None = None
+    tolerance_max_abs: float | None = None
+    tolerance_mean_abs: float | None = None
 
 
 class TrainingStep(Record):
@@ -157,6 +202,7 @@ class RoundState(Record):
     gate_reason: str | None
     sample_s: float | None
     judge_s: float | None
+    refine_s: float | None = None  # ilf only
     train_s: float | None
     eval_s: float | None
     wall_s: float | None

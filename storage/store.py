@@ -30,12 +30,14 @@ from storage.connection import connect
 from storage.migrations import apply_migrations
 from storage.records import (
     Adapter,
+    AdapterCheck,
     AdapterStatus,
     Evaluation,
     FlaggedToken,
     JudgeBatch,
     Judgment,
     Prompt,
+    Refinement,
     Response,
     RoundState,
     RoundStep,
@@ -44,7 +46,9 @@ from storage.records import (
 )
 from storage.redact import known_secrets, redact_payload, scrub_text
 
-_STEP_COLUMN: dict[str, str] = {"sample": "sample_s", "judge": "judge_s", "train": "train_s", "eval": "eval_s"}
+_STEP_COLUMN: dict[str, str] = {
+    "sample": "sample_s", "judge": "judge_s", "refine": "refine_s", "train": "train_s", "eval": "eval_s",
+}
 
 
 class StoreError(ValueError):
@@ -119,11 +123,23 @@ class Transaction:
         ).fetchall()
         return {response_id: (text, verdict, judgment) for response_id, text, verdict, judgment in rows}
 
+    def add_refinements(self, refinements: Iterable[Refinement]) -> int:
+        """Store refinements; a stored one whose judging failed is replaced by a new try, any other is kept."""
+        return self._insert(
+            "refinements",
+            [r.model_dump() for r in refinements],
+            key=("run", "round", "response_id", "judge"),
+            replace_where="refinements.verdict = 'failed'",
+        )
+
     def add_judge_batch(self, batch: JudgeBatch) -> int:
         return self._insert("judge_batches", [batch.model_dump()], key=("batch_id",))
 
     def add_adapter(self, adapter: Adapter) -> int:
         return self._insert("adapters", [adapter.model_dump()], key=("adapter_id",))
+
+    def add_adapter_check(self, check: AdapterCheck) -> int:
+        return self._insert("adapter_checks", [check.model_dump()], key=("run", "round", "step", "adapter_id"))
 
     def set_adapter_status(self, adapter_id: str, status: AdapterStatus, reason: str | None = None) -> None:
         TypeAdapter(AdapterStatus).validate_python(status)
@@ -270,6 +286,10 @@ class Store:
         with self.transaction() as tx:
             return tx.add_judgments(judgments)
 
+    def add_refinements(self, refinements: Iterable[Refinement]) -> int:
+        with self.transaction() as tx:
+            return tx.add_refinements(refinements)
+
     def add_judge_batch(self, batch: JudgeBatch) -> int:
         with self.transaction() as tx:
             return tx.add_judge_batch(batch)
@@ -326,6 +346,15 @@ class Store:
             [run, run, round, round],
         )
         return [Triple.model_validate(row) for row in rows]
+
+    def refinements(self, run: str, judge: str) -> list[Refinement]:
+        """A run's refinements asked for by `judge`'s judgments, in a stable order."""
+        rows = self.query(
+            "SELECT * EXCLUDE (created_at, accepted) FROM refinements WHERE run = ? AND judge = ? "
+            "ORDER BY round, response_id",
+            [run, judge],
+        )
+        return [Refinement.model_validate(row) for row in rows]
 
     def responses(self, run: str, round: int) -> list[Response]:
         """The responses sampled (or imported) in a round, e.g. to judge those not judged yet."""

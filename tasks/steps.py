@@ -45,6 +45,11 @@ def judge(ctx: RunContext, judge: Judge, round: int) -> int:
     return steps.judge(ctx, judge, round, judged)
 
 
+@task(name="refine", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
+def refine(ctx: RunContext, sampler: Sampler, judge: Judge, round: int) -> int:
+    return steps.refine(ctx, sampler, judge, round)
+
+
 @task(name="train", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def train(ctx: RunContext, sampler: Sampler, round: int, judge_id: str) -> records.Adapter | None:
     sampler.pause()  # frees the device for the trainer where the config asks for it

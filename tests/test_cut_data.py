@@ -150,7 +150,7 @@ def test_forward_rows_put_the_loss_on_response_and_judgment_tokens_only(tokenize
         if row.target == "judgment":  # p(j | [x, y]): the response is context here, not a target
             assert triples[row.triple_index].response in context
 
-    for objective in ("cut", "sft", "hindsight", "dpo"):
+    for objective in ("cut", "sft", "hindsight", "dpo", "ilf"):
         others = build_rows(triples, tokenizer, CutConfig(objective=objective)).rows
         for other in others:
             forward_row = next(r for r in rows if r.triple_index == other.triple_index and r.target == "response")

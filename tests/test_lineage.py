@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cut.fingerprint import read_fingerprint
 from online_cut import lineage, steps
 from online_cut.base_model import build_tiny_llama
 from online_cut.cli import app
@@ -48,7 +49,8 @@ def ctx(tiny_model: Path, tmp_path: Path) -> steps.RunContext:
 def _candidate(ctx: steps.RunContext, round: int, name: str, parent: records.Adapter | None) -> records.Adapter:
     path = write_random_adapter(ctx.base_model, ctx.config.storage.adapters_dir / name, seed=round, rank=4)
     adapter = records.Adapter(adapter_id=name, run=RUN, round=round, path=str(path),
-                              parent_id=parent.adapter_id if parent else None)
+                              parent_id=parent.adapter_id if parent else None,
+                              fingerprint=read_fingerprint(path).as_dict())
     ctx.store.add_adapter(adapter)
     return adapter
 
@@ -141,3 +143,21 @@ def test_adapters_cli_lists_lineage_and_moves_the_pointer(ctx) -> None:
     unknown = runner.invoke(app, ["adapters", "promote", "Z", "--db", db])
     assert unknown.exit_code == 1 and "no adapter 'Z'" in unknown.output
     assert _statuses(ctx.store) == {"A": "live", "B": "retired"}
+
+
+def test_adapters_verify_checks_the_served_weights_against_the_stored_fingerprint(ctx, tmp_path) -> None:
+    runner = CliRunner()
+    config = tmp_path / "sampler.yaml"
+    config.write_text(json.dumps({"model": {"path": str(ctx.base_model)}, "sampler": {"backend": "transformers"}}))
+    verify = ["adapters", "verify", RUN, "--config", str(config), "--db", str(ctx.config.storage.db)]
+    served = runner.invoke(app, verify)
+    assert served.exit_code == 0, served.output
+    assert "B: transformers (float32) serves it: max |Δ log p| 0" in served.output
+
+    # B's folder swapped by hand for A's weights, with A's own fingerprint: the store's copy of B's tells.
+    swapped = Path(ctx.adapter("B").path)
+    shutil.rmtree(swapped)
+    shutil.copytree(ctx.adapter("A").path, swapped)
+    mismatched = runner.invoke(app, verify)
+    assert mismatched.exit_code == 1
+    assert "adapter 'B': backend transformers scores" in " ".join(mismatched.output.split())

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from cut.data import Triple
+from cut.fingerprint import read_fingerprint
 from online_cut import steps
 from online_cut.config import parse_config
+from samplers.base import AdapterMismatchError
 from samplers.factory import open_sampler
+from samplers.random_adapter import write_random_adapter
 from samplers.records import Prompt
 from storage.store import Store
 
@@ -59,6 +63,47 @@ def test_a_round_run_twice_writes_everything_once(tiny_model: Path, tmp_path: Pa
     assert counts == [{"responses": 8, "judgments": 8, "adapters": 1, "evaluations": 2}]
     live = ctx.live_adapter()
     assert (live is not None and live.adapter_id == candidate.adapter_id) == promoted
+
+
+def live_after_round_1(ctx: steps.RunContext, sampler) -> steps.records.Adapter:
+    """Round 1 sampled, judged and trained; its candidate made live by hand, whatever the gate says."""
+    judge = steps.suite_critic("addition")
+    ctx.store.add_run(ctx.run)
+    steps.start_round(ctx, 1)
+    steps.sample(ctx, sampler, 1)
+    steps.judge(ctx, judge, 1)
+    candidate = steps.train(ctx, 1, judge.judge_id)
+    ctx.store.set_adapter_status(candidate.adapter_id, "live")
+    steps.start_round(ctx, 2)
+    return candidate
+
+
+def test_the_fingerprint_check_of_a_rounds_adapter_lands_in_the_store(tiny_model, tmp_path) -> None:
+    ctx = make_context(tmp_path, tiny_model)
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        candidate = live_after_round_1(ctx, sampler)
+        steps.sample(ctx, sampler, 2)
+    assert ctx.adapter(candidate.adapter_id).fingerprint == read_fingerprint(Path(candidate.path)).as_dict()
+    (check,) = ctx.store.query("SELECT * FROM adapter_checks")
+    assert (check["round"], check["step"], check["adapter_id"], check["backend"]) == (2, "sample", candidate.adapter_id,
+                                                                                      "transformers")
+    assert check["fingerprint_tokens"] > 0 and 0 <= check["fingerprint_max_abs"] <= check["tolerance_max_abs"]
+    (summary,) = ctx.store.query("SELECT * FROM round_summary WHERE round = 2")
+    assert (summary["fingerprint_max_abs"], summary["fingerprint_mean_abs"]) == (
+        check["fingerprint_max_abs"], check["fingerprint_mean_abs"])
+
+
+def test_a_round_whose_adapter_folder_holds_other_weights_fails_before_sampling(tiny_model, tmp_path) -> None:
+    ctx = make_context(tmp_path, tiny_model)
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        candidate = live_after_round_1(ctx, sampler)
+        # The folder overwritten with other weights and their own fingerprint: only the store's copy tells.
+        shutil.rmtree(candidate.path)
+        write_random_adapter(tiny_model, Path(candidate.path), seed=3, rank=4)
+        with pytest.raises(AdapterMismatchError, match=f"adapter '{candidate.adapter_id}'"):
+            steps.sample(ctx, sampler, 2)
+    assert ctx.store.query("SELECT count(*) AS n FROM responses WHERE round = 2") == [{"n": 0}]
+    assert ctx.store.query("SELECT count(*) AS n FROM adapter_checks") == [{"n": 0}]
 
 
 @pytest.mark.parametrize(
