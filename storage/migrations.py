@@ -220,7 +220,7 @@ def m005_judge_batches(db: duckdb.DuckDBPyConnection) -> None:
 def m006_refinements(db: duckdb.DuckDBPyConnection) -> None:
     """ilf's refine step: each negative's response rewritten by the round's adapter given its judgment,
     the refinement judged by the same judge, and whether it was kept to train on; the step's seconds
-    beside the others in `rounds` (and out of the round's overhead)."""
+    beside the others in `rounds` (`round_summary` counts them out of the overhead from m007 on)."""
     db.execute("""
         CREATE TABLE refinements (
             run VARCHAR NOT NULL,
@@ -249,56 +249,14 @@ def m006_refinements(db: duckdb.DuckDBPyConnection) -> None:
         JOIN responses r USING (response_id)
         JOIN prompts p USING (prompt_id)
         JOIN judgments j ON j.response_id = f.response_id AND j.judge = f.judge;
-
-        CREATE OR REPLACE VIEW round_summary AS
-        WITH keys AS (SELECT run, round FROM rounds UNION SELECT run, round FROM responses),
-        sampled AS (SELECT run, round, count(*) AS responses FROM responses GROUP BY ALL),
-        judged AS (
-            SELECT r.run, r.round,
-                   count(*) FILTER (WHERE j.verdict = 'positive') AS positive,
-                   count(*) FILTER (WHERE j.verdict = 'negative') AS negative,
-                   count(*) FILTER (WHERE j.verdict = 'failed') AS failed,
-                   sum(j.cost_usd) AS judge_cost_usd
-            FROM judgments j JOIN responses r USING (response_id)
-            GROUP BY ALL
-        ),
-        trained AS (
-            SELECT run, round, count(*) AS train_steps, arg_max(loss, step) AS last_loss, avg(loss) AS mean_loss
-            FROM training_steps GROUP BY ALL
-        ),
-        evaluated AS (
-            SELECT run, round,
-                   avg(score) FILTER (WHERE role = 'candidate') AS eval_candidate,
-                   avg(score) FILTER (WHERE role = 'incumbent') AS eval_incumbent
-            FROM evaluations GROUP BY ALL
-        )
-        SELECT k.run, k.round, rd.status, rd.adapter_in, rd.adapter_out, rd.gate_decision,
-               coalesce(s.responses, 0) AS responses,
-               coalesce(j.positive, 0) AS positive,
-               coalesce(j.negative, 0) AS negative,
-               coalesce(j.failed, 0) AS failed,
-               j.positive / nullif(j.positive + j.negative, 0) AS positive_share,
-               j.judge_cost_usd,
-               t.train_steps, t.last_loss, t.mean_loss,
-               e.eval_candidate, e.eval_incumbent,
-               rd.sample_s, rd.judge_s, rd.refine_s, rd.train_s, rd.eval_s, rd.wall_s,
-               rd.wall_s - coalesce(rd.sample_s, 0) - coalesce(rd.judge_s, 0) - coalesce(rd.refine_s, 0)
-                   - coalesce(rd.train_s, 0) - coalesce(rd.eval_s, 0) AS overhead_s,
-               overhead_s / nullif(rd.wall_s, 0) AS overhead_share
-        FROM keys k
-        LEFT JOIN rounds rd USING (run, round)
-        LEFT JOIN sampled s USING (run, round)
-        LEFT JOIN judged j USING (run, round)
-        LEFT JOIN trained t USING (run, round)
-        LEFT JOIN evaluated e USING (run, round)
-        ORDER BY k.run, k.round;
     """)
 
 
 def m007_adapter_checks(db: duckdb.DuckDBPyConnection) -> None:
     """The trainer's fingerprint of each adapter (log-probs of fixed probe tokens), and what each attach
     measured against it: the sampler served the weights the trainer wrote to within its noise. The
-    sampling attach's figures join `round_summary`."""
+    sampling attach's figures join `round_summary`, which also counts ilf's refine seconds (m006) out
+    of the round's overhead."""
     db.execute("""
         ALTER TABLE adapters ADD COLUMN fingerprint JSON;  -- cut.fingerprint: probe token ids and float32 log-probs
         CREATE TABLE adapter_checks (
