@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from judges.base import Judge
 from judges.config import JudgeConfig
@@ -28,6 +29,9 @@ from samplers.prompts import read_prompt_file, round_prompts, suite_prompts
 from samplers.records import Prompt, SamplingSettings
 from storage import records
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from cut.data import Triple
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +275,20 @@ def training_triples(ctx: RunContext, round: int, judge_id: str) -> list[records
     return own + random.Random(f"{ctx.run}/{round}").sample(earlier, replayed)
 
 
+def _nothing_to_train(objective: str, triples: list[Triple], seed: int) -> str | None:
+    """Why the objective has nothing to learn from these triples, or None when it has."""
+    from cut.pairs import preference_pairs
+
+    if not triples:
+        return "no judged triple"
+    if objective == "sft" and all(t.negative for t in triples):
+        return f"no positive among {len(triples)} triples (sft trains on positives only)"
+    if objective == "dpo" and not preference_pairs(triples, seed):
+        return (f"no DPO pair among {len(triples)} triples (no prompt has responses with different verdicts or "
+                "scores)")
+    return None
+
+
 def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     """Train a candidate adapter on the round's triples, continuing the round's input adapter.
 
@@ -278,7 +296,6 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
     has no triple to learn from.
     """
     from cut.data import Triple
-    from cut.pairs import preference_pairs
     from cut.trainer import train as train_adapter
     from online_cut.launch import train_launched
     from online_cut.placement import step_url, train_on_pool
@@ -289,18 +306,12 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
         return candidate
     started = time.perf_counter()
     stored = training_triples(ctx, round, judge_id)
-    if not stored:
-        ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
-        return None
     triples = [Triple.judged(t.instruction, t.input, t.response, t.verdict, t.judgment, t.score) for t in stored]
-    if ctx.config.cut.objective == "ilf":
+    if ctx.config.cut.objective == "ilf" and triples:
         stored, triples = _ilf_training_set(ctx, round, judge_id, stored, triples)
-        if not triples:
-            ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
-            return None
-    if ctx.config.cut.objective == "dpo" and not preference_pairs(triples, ctx.config.cut.seed):
-        log.warning("round %d: no DPO pair among %d triples (no prompt has responses with different verdicts or "
-                    "scores); nothing trained", round, len(triples))
+    reason = _nothing_to_train(ctx.config.cut.objective, triples, ctx.config.cut.seed)
+    if reason is not None:
+        log.warning("round %d: %s; nothing trained", round, reason)
         ctx.store.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
         return None
     parent = ctx.adapter(state.adapter_in)

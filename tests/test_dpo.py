@@ -177,6 +177,17 @@ def test_a_dpo_round_without_a_pair_trains_nothing_and_says_so(tiny_model, tmp_p
     assert ctx.state(1).train_s is not None and not ctx.store.adapters(ctx.run)
 
 
+def test_an_sft_round_without_a_positive_trains_nothing_and_says_so(tiny_model, tmp_path, caplog):
+    ctx = dpo_context(tmp_path, tiny_model)
+    ctx = steps.RunContext(ctx.config.model_copy(update={"cut": ctx.config.cut.model_copy(update={"objective": "sft"})}),
+                           ctx.run, ctx.store)
+    store_round(ctx, [t for t in ARITHMETIC if t.negative])
+    with caplog.at_level(logging.WARNING, logger="online_cut.steps"):
+        assert steps.train(ctx, 1, "rule:addition") is None
+    assert "no positive among 3 triples (sft trains on positives only)" in caplog.text
+    assert ctx.state(1).train_s is not None and not ctx.store.adapters(ctx.run)
+
+
 @pytest.mark.integration
 def test_a_dpo_round_raises_the_chosen_minus_rejected_margin_of_the_shipped_model(shipped_model, tmp_path):
     triples = [
