@@ -1,4 +1,4 @@
-"""The CUT objective on per-token log-probabilities (DESIGN.md §2).
+"""The CUT objective on per-token log-probabilities (docs/architecture.md, "The objective").
 
 Inputs are the log-probabilities of the response tokens y_t, already gathered at the label
 ids, so nothing here ever sees a vocabulary-sized tensor:

@@ -1,4 +1,4 @@
-"""The `online-cut` flow: one flow run is one alignment run of N rounds (DESIGN.md §3).
+"""The `online-cut` flow: one flow run is one alignment run of N rounds (docs/architecture.md, "The online round").
 
     sample → judge → (refine, objective ilf only) → train → evaluate → promote, round after round
 

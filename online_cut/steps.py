@@ -1,4 +1,4 @@
-"""The five steps of an online round as plain functions (DESIGN.md §3), tested without Prefect.
+"""The steps of an online round as plain functions (docs/architecture.md, "The online round"), tested without Prefect.
 
 Every step first asks the store whether it is already done (its seconds are recorded in
 `rounds`) and writes its results and its "done" mark in one transaction, so a run killed

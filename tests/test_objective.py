@@ -1,4 +1,4 @@
-"""cut_loss against an independent, loop-based float64 reading of DESIGN.md §2."""
+"""cut_loss against an independent, loop-based float64 reading of the objective in docs/architecture.md."""
 
 from __future__ import annotations
 
