@@ -95,8 +95,9 @@ def with_reference(model: torch.nn.Module, pairs: list[PreferencePair], config: 
 
 
 def dpo_micro_batch(model: torch.nn.Module, pairs: list[PreferencePair], config: CutConfig,
-                    pad_id: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """One micro-batch's DPO loss and the sums its step's metrics are made of."""
+                    pad_id: int) -> tuple[torch.Tensor, dict[str, float], list]:
+    """One micro-batch's DPO loss and the sums its step's metrics are made of (and no token scores:
+    nothing is flagged)."""
     chosen, rejected, tokens = _sequence_logprobs(model, pairs, config, pad_id)
     reference = torch.tensor([p.reference for p in pairs], dtype=chosen.dtype, device=chosen.device)
     out = dpo_loss(chosen, rejected, reference[:, 0], reference[:, 1], config.dpo.beta)
@@ -107,7 +108,7 @@ def dpo_micro_batch(model: torch.nn.Module, pairs: list[PreferencePair], config:
         "pairs": len(pairs),
         "tokens": tokens,
     }
-    return out.loss, sums
+    return out.loss, sums, []
 
 
 def dpo_step_metrics(sums: dict[str, float], micro_batches: int) -> dict[str, float]:

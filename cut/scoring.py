@@ -1,4 +1,5 @@
-"""No-gradient passes over token rows: per-token probabilities and which tokens CUT flags."""
+"""Per-token probabilities of token rows and which tokens CUT flags: read off a training forward
+pass (`row_scores`, what the trainer reports) or from a no-gradient pass (`score_rows`)."""
 
 from __future__ import annotations
 
@@ -43,12 +44,20 @@ def score_rows(model: torch.nn.Module, rows: list[TokenRow], config: CutConfig, 
             with autocast_for(device, config.precision):
                 logp_al, logp_mis = response_logprobs(model, batch, config.logit_chunk_tokens)
             flagged = cut_loss(logp_al, logp_mis, batch.mask, batch.negative, lam=config.lam).flagged
-            for b, row in enumerate(batch.rows):
-                p_al = logp_al[b, : row.response_len].exp().tolist()
-                p_mis = logp_mis[b, : row.response_len].exp().tolist() if row.negative else None
-                flagged_at = flagged[b].nonzero().flatten().tolist()
-                scores.append(RowScore(row.triple_index, p_al, p_mis, flagged_at))
+            scores.extend(row_scores(batch.rows, logp_al, logp_mis, flagged))
     model.train(was_training)
+    return scores
+
+
+def row_scores(rows: list[TokenRow], logp_aligned: torch.Tensor, logp_misaligned: torch.Tensor,
+               flagged: torch.Tensor) -> list[RowScore]:
+    """Each row's token probabilities and flags from a batch's [B, T] log-probs and flag mask."""
+    logp_aligned, logp_misaligned = logp_aligned.detach().float(), logp_misaligned.detach().float()
+    scores = []
+    for b, row in enumerate(rows):
+        p_al = logp_aligned[b, : row.response_len].exp().tolist()
+        p_mis = logp_misaligned[b, : row.response_len].exp().tolist() if row.negative else None
+        scores.append(RowScore(row.triple_index, p_al, p_mis, flagged[b].nonzero().flatten().tolist()))
     return scores
 
 

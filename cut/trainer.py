@@ -3,7 +3,8 @@
 One readable loop: micro-batch → forward (logits only at response positions) → loss →
 backward; every `grad_accum` micro-batches clip, step, schedule and report. The loss is
 `cut_loss` on token rows (cut and the MLE baselines) or `dpo_loss` on preference pairs (dpo,
-after one reference pass over the pairs).
+after one reference pass over the pairs). What a round reports of the flags comes from the
+training passes themselves: each row's probabilities and flags on its first visit.
 
 Run by `accelerate launch` on several processes (DDP), each optimizer step takes
 `grad_accum` micro-batches per process, gradients are averaged across processes, and only
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
@@ -36,7 +38,7 @@ from cut.logprobs import autocast_for, response_logprobs
 from cut.objective import cut_loss
 from cut.pairs import preference_pairs
 from cut.rows import TokenRow, build_rows
-from cut.scoring import FlaggedToken, RowScore, flagged_tokens, score_rows
+from cut.scoring import FlaggedToken, RowScore, flagged_tokens, row_scores
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,8 @@ class TrainResult:
     # per optimizer step: step, epoch, lr, tokens_per_s and loss with l1, l2, flagged_frac (cut and
     # the MLE baselines) or reward_margin, reward_accuracy, pairs (dpo)
     steps: list[dict[str, float]]
-    flagged: dict[int, list[FlaggedToken]]  # per Align-N triple (index into `triples`), before training
-    scores_before: list[RowScore]  # per row, the token probabilities the flags came from (empty when launched)
+    flagged: dict[int, list[FlaggedToken]]  # per Align-N triple (index into `triples`), as the loss flagged them
+    first_scores: list[RowScore]  # per row (dpo: none), its token probabilities and flags on its first visit
     rows: int  # triples trained on after class balance (dpo: pairing) and the length policy
     dropped: int  # triples whose response did not fit in max_length
     main_process: bool = True  # False in the other processes of a multi-process launch: they wrote nothing
@@ -128,12 +130,11 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.objective == "dpo":
         units = with_reference(model, units, config, pad_id)
-        before, flagged = [], {}
         micro_batch_loss, step_metrics = dpo_micro_batch, dpo_step_metrics
     else:
-        before = score_rows(model, units, config, pad_id)
-        flagged = flagged_tokens(before, units, tokenizer)
         micro_batch_loss, step_metrics = cut_micro_batch, cut_step_metrics
+    position = {id(unit): i for i, unit in enumerate(units)}
+    first_visit: dict[int, RowScore] = {}  # by position in `units`
 
     per_step = config.grad_accum * accelerator.num_processes  # micro-batches per optimizer step, all processes
     steps_per_epoch = math.ceil(math.ceil(len(units) / config.micro_batch_size) / per_step)
@@ -154,9 +155,11 @@ def train(
             started = time.perf_counter()
             sums: Counter[str] = Counter()
             for units_of_batch in group:
-                loss, batch_sums = micro_batch_loss(model, units_of_batch, config, pad_id)
+                loss, batch_sums, scores = micro_batch_loss(model, units_of_batch, config, pad_id)
                 accelerator.backward(loss / len(group))
                 sums.update(batch_sums)
+                for unit, score in zip(units_of_batch, scores):
+                    first_visit.setdefault(position[id(unit)], score)
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             schedule.step()
@@ -174,14 +177,22 @@ def train(
     bar.close()
 
     accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:  # each process saw its own micro-batches; a row two saw (an
+        gathered, first_visit = gather_object(list(first_visit.items())), {}  # epoch's wrap-around) keeps one visit
+        for i, score in gathered:
+            first_visit.setdefault(i, score)
+    first_scores = [first_visit[i] for i in sorted(first_visit)]
+    flagged = flagged_tokens(first_scores, [units[i] for i in sorted(first_visit)], tokenizer)
     if accelerator.is_main_process:
         save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer)
-    return TrainResult(out_dir, metrics, flagged, before, rows, dropped, accelerator.is_main_process, trained_pairs)
+    return TrainResult(out_dir, metrics, flagged, first_scores, rows, dropped, accelerator.is_main_process,
+                       trained_pairs)
 
 
 def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutConfig,
-                    pad_id: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """One micro-batch's CUT loss (the MLE baselines' too) and the sums its step's metrics are made of."""
+                    pad_id: int) -> tuple[torch.Tensor, dict[str, float], list[RowScore]]:
+    """One micro-batch's CUT loss (the MLE baselines' too), the sums its step's metrics are made of,
+    and each row's probabilities with the flags the loss used."""
     device = next(model.parameters()).device
     batch = collate(rows, pad_id).to(device)
     with autocast_for(device, config.precision):
@@ -195,7 +206,7 @@ def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutCon
         "negative_tokens": int((batch.mask & batch.negative.unsqueeze(1)).sum()),
         "tokens": batch.n_tokens,
     }
-    return out.loss, sums
+    return out.loss, sums, row_scores(batch.rows, logp_aligned, logp_misaligned, out.flagged)
 
 
 def cut_step_metrics(sums: dict[str, float], micro_batches: int) -> dict[str, float]:

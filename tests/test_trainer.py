@@ -6,7 +6,7 @@ import pytest
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cut.config import CutConfig
+from cut.config import CutConfig, LoraConfig
 from cut.data import Triple, load_triples
 from cut.rows import build_rows
 from cut.scoring import mean_nll, score_rows
@@ -76,15 +76,50 @@ def test_training_refuses_to_replace_a_folder_that_is_not_an_adapter(tiny_model,
 
 def test_training_continues_from_an_existing_adapter(tiny_model, tmp_path):
     triples = arithmetic_triples([("Add 4 and 4.", "9", "Wrong: 4 + 4 = 8.")])
-    config = CutConfig(micro_batch_size=1, epochs=1)
+    config = CutConfig(micro_batch_size=1, epochs=1, lora=LoraConfig(dropout=0.0))  # eval mode scores the same
     first = train(config, str(tiny_model), triples, tmp_path / "a1", progress=False)
     second = train(config, str(tiny_model), triples, tmp_path / "a2", init_adapter=first.adapter_dir, progress=False)
-    scores_first = second.scores_before[0].p_aligned
+    scores_first = second.first_scores[0].p_aligned
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     rows = build_rows(triples, tokenizer, config).rows
     with_first = PeftModel.from_pretrained(base, str(first.adapter_dir))
     assert score_rows(with_first, rows, config, tokenizer.eos_token_id)[0].p_aligned == pytest.approx(scores_first, rel=1e-5)
+
+
+def test_reported_flags_are_the_ones_the_loss_used_on_each_rows_first_visit(tiny_model, tmp_path, monkeypatch):
+    """No scoring pass before training: the flags come from the training forward itself. One
+    micro-batch, so every row's first visit is step 1, where the fresh LoRA (B = 0) is the base model."""
+    import torch
+
+    from cut.batches import collate
+    from cut.logprobs import response_logprobs
+    from cut.objective import cut_loss
+
+    triples = arithmetic_triples([(f"Add {a} and {a}.", f"The sum of {a} and {a} is {2 * a + 1}.", f"Wrong: {2 * a}.")
+                                  for a in range(1, 5)] + [("Add 1 and 1.", "2", None)])
+    config = CutConfig(micro_batch_size=8, positive_ratio=None, lam=1.0, lora=LoraConfig(dropout=0.0))
+    import cut.scoring
+    import cut.trainer
+
+    passes = []
+    for module in (cut.trainer, cut.scoring):  # the trainer's passes and a scoring pass, if it made one
+        monkeypatch.setattr(module, "response_logprobs", lambda *a: passes.append(1) or response_logprobs(*a))
+    result = train(config, str(tiny_model), triples, tmp_path, progress=False)
+    assert len(passes) == len(result.steps) == 1  # one forward per micro-batch, none before training
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = build_rows(triples, tokenizer, config).rows
+    batch = collate(rows, tokenizer.eos_token_id)
+    with torch.no_grad():
+        logp_al, logp_mis = response_logprobs(AutoModelForCausalLM.from_pretrained(tiny_model), batch, config.logit_chunk_tokens)
+    loss_flags = cut_loss(logp_al, logp_mis, batch.mask, batch.negative, lam=config.lam).flagged
+    expected = {row.triple_index: loss_flags[b].nonzero().flatten().tolist() for b, row in enumerate(batch.rows) if row.negative}
+    assert any(expected.values())  # the case flags something
+    assert {i: [t.index for t in tokens] for i, tokens in result.flagged.items()} == expected
+    assert [s.triple_index for s in result.first_scores] == [row.triple_index for row in rows]
+    for score, row in zip(result.first_scores, rows):
+        assert len(score.p_aligned) == row.response_len and (score.p_misaligned is None) == (not row.negative)
 
 
 @pytest.mark.integration
@@ -98,8 +133,8 @@ def test_cut_lowers_l2_and_the_misalign_probability_of_flagged_tokens(shipped_mo
     result = train(config, str(shipped_model), triples, tmp_path / "adapter", progress=False)
     assert result.rows == 16 and result.dropped == 0
 
-    negative_tokens = sum(len(s.p_aligned) for s in result.scores_before)
-    flagged_frac = sum(len(s.flagged) for s in result.scores_before) / negative_tokens
+    negative_tokens = sum(len(s.p_aligned) for s in result.first_scores)
+    flagged_frac = sum(len(s.flagged) for s in result.first_scores) / negative_tokens
     assert 0.01 <= flagged_frac <= 0.60
     flagged_token = next(tok for tokens in result.flagged.values() for tok in tokens)
     assert flagged_token.p_aligned > config.lam * flagged_token.p_misaligned
@@ -107,10 +142,10 @@ def test_cut_lowers_l2_and_the_misalign_probability_of_flagged_tokens(shipped_mo
     trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(shipped_model), str(result.adapter_dir))
     rows = build_rows(triples, tokenizer, config).rows
     after = score_rows(trained, rows, config, tokenizer.eos_token_id)
-    assert mean_nll(after) < mean_nll(result.scores_before)
+    assert mean_nll(after) < mean_nll(result.first_scores)
 
     def mean_flagged_p_misaligned(scores):
-        values = [s.p_misaligned[t] for s, b in zip(scores, result.scores_before) for t in b.flagged]
+        values = [s.p_misaligned[t] for s, b in zip(scores, result.first_scores) for t in b.flagged]
         return sum(values) / len(values)
 
-    assert mean_flagged_p_misaligned(after) < mean_flagged_p_misaligned(result.scores_before)
+    assert mean_flagged_p_misaligned(after) < mean_flagged_p_misaligned(result.first_scores)
