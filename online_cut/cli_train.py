@@ -47,7 +47,7 @@ def train(
 ) -> None:
     """Train a LoRA adapter with CUT (or the `sft` / `hindsight` / `forward` / `ilf` / `dpo` baseline set by cut.objective).
 
-    OUT receives the adapter, summary.json (rows trained, dropped as too long, and for dpo the pairs as triple indices), metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s; for dpo loss, reward_margin, reward_accuracy, pairs, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged before training, with both probabilities); for ilf refinements.jsonl (per negative: its refinement, the judge's verdict and words, and whether it was trained on). A bad file stops the command before training.
+    OUT receives the adapter, summary.json (rows trained, dropped as too long, and for dpo the pairs as triple indices), metrics.jsonl (one line per optimizer step: loss, l1, l2, flagged_frac, tokens_per_s; for dpo loss, reward_margin, reward_accuracy, pairs, tokens_per_s) and flagged.json (per negative triple, the tokens CUT flagged in training, on the row's first pass, with both probabilities); for ilf refinements.jsonl (per negative: its refinement, the judge's verdict and words, and whether it was trained on). A bad file stops the command before training.
 
     The triples come from a file (--triples) or from the store (--sql, read as `online-cut sql` reads it: a query
     that writes is refused); summary.json records the query and how many rows it returned.
