@@ -3,7 +3,9 @@
 Every judge returns exactly one `Judgment` per item, in order; an item that could not be
 judged comes back with status 'failed' and the reason, never missing. The base class answers
 what it can from the cache, sends each distinct item to the judge once, and caches the
-judgments (a failed one is not reused: it is tried again on the next run).
+judgments (a failed one is not reused: it is tried again on the next run). A judge that
+finishes items one at a time hands each to `keep` as it is made, so a kill loses at most the
+requests in flight.
 """
 
 from __future__ import annotations
@@ -48,10 +50,15 @@ class Judge(ABC):
         results.update(zip(fresh_keys, fresh))
         progress(len(items) - len(fresh_keys) - cached)  # repeats of freshly judged items
         if self.cache is not None:
-            # Every item, cached ones too: an equal item the pipeline sampled again (a new
-            # response_id) gets its judgment recorded; what is already stored stays as it is.
+            # Every item, cached and kept ones too: an equal item the pipeline sampled again (a
+            # new response_id) gets its judgment recorded; what is already stored stays as it is.
             self.cache.put_many(self.judge_id, [(item, results[key]) for item, key in zip(items, keys)])
         return [results[key] for key in keys]
+
+    def keep(self, item: JudgeItem, judgment: Judgment) -> None:
+        """Store one fresh judgment in the cache now, before the rest of its batch is done."""
+        if self.cache is not None:
+            self.cache.put_many(self.judge_id, [(item, judgment)])
 
     def judge_many_sync(self, items: Sequence[JudgeItem], progress: Progress | None = None) -> list[Judgment]:
         return asyncio.run(self.judge_many(items, progress))

@@ -92,6 +92,7 @@ class OpenAIJudge(Judge):
             async def judge_one(item: JudgeItem) -> Judgment:
                 async with in_flight:
                     judgment = await self._judge_one(client, item)
+                self.keep(item, judgment)
                 progress(1)
                 return judgment
 

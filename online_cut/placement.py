@@ -127,6 +127,11 @@ def _run_on_pool(pool: str, step: str, url: str, write_inputs: Callable[[Path], 
     return outputs
 
 
+# A flow run on the judging pool takes this many responses per request slot; its answers are
+# stored when it ends, so a killed run pays again for at most one chunk, never a stored judgment.
+PLACED_JUDGE_CHUNK_PER_SLOT = 4
+
+
 class PlacedJudge(Judge):
     """The run's judge asked through flow runs on its work pool. The cache and the merging of
     equal items stay on the flow's side (`Judge.judge_many`), so only unknown items travel."""
@@ -136,9 +141,16 @@ class PlacedJudge(Judge):
         self._config, self._url = config, url
 
     async def _judge_fresh(self, items: list[JudgeItem], progress: Progress) -> list[Judgment]:
-        # In a thread: Prefect's run_deployment turns into a coroutine under a running event loop.
-        judgments = await asyncio.to_thread(self._judge_on_pool, items)
-        progress(len(judgments))
+        chunk_size = PLACED_JUDGE_CHUNK_PER_SLOT * self._config.judge.concurrency
+        judgments: list[Judgment] = []
+        for first in range(0, len(items), chunk_size):
+            chunk = items[first : first + chunk_size]
+            # In a thread: Prefect's run_deployment turns into a coroutine under a running event loop.
+            answered = await asyncio.to_thread(self._judge_on_pool, chunk)
+            for item, judgment in zip(chunk, answered):
+                self.keep(item, judgment)
+            progress(len(answered))
+            judgments.extend(answered)
         return judgments
 
     def _judge_on_pool(self, items: list[JudgeItem]) -> list[Judgment]:

@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 """Told (done, total) as a step's items finish."""
 
-# Judgments are stored after every chunk of this many requests in flight per slot, so a
-# killed run pays again for at most one chunk of unanswered requests, never for a stored one.
-JUDGE_CHUNK_PER_SLOT = 4
 # Refinements are sampled, judged and stored this many negatives at a time: a killed refine
 # step samples again at most one chunk, never a stored refinement.
 REFINE_CHUNK = 16
@@ -168,7 +165,7 @@ def unjudged_items(ctx: RunContext, round: int, judge_id: str) -> list[JudgeItem
 
 
 def judge(ctx: RunContext, judge: Judge, round: int, progress: Progress | None = None) -> int:
-    """Judge the round's responses in chunks (a batch-mode judge: one batch); returns the judgments stored.
+    """Judge the round's responses not judged yet (a batch-mode judge: in one batch); returns the judgments stored.
 
     `progress` is told how many responses are judged so far, and of how many.
     """
@@ -184,10 +181,7 @@ def judge(ctx: RunContext, judge: Judge, round: int, progress: Progress | None =
         from online_cut.placement import PlacedJudge, step_url
 
         judge = PlacedJudge(judge, ctx.config, step_url(ctx.config.placement, ctx.run, round, "judge"))
-    # A batch costs its wait, not its size: one batch for the round, recorded before the wait.
-    batched = ctx.config.judge.mode == "batch"
-    chunk_size = max(1, len(items)) if batched else JUDGE_CHUNK_PER_SLOT * ctx.config.judge.concurrency
-    added = done = 0
+    done = 0
 
     def judged(count: int) -> None:
         nonlocal done
@@ -195,11 +189,10 @@ def judge(ctx: RunContext, judge: Judge, round: int, progress: Progress | None =
         if progress is not None:
             progress(done, len(items))
 
-    for first in range(0, len(items), chunk_size):
-        chunk = items[first : first + chunk_size]
-        verdicts = judge.judge_many_sync(chunk, judged)
-        # Model judges' caches store these too; rule critics have no cache. Writes are idempotent.
-        added += ctx.store.add_judgments(stored_judgment(i.response_id, judge.judge_id, v) for i, v in zip(chunk, verdicts))
+    # A model judge's cache has stored each judgment as it was made (judges/base.py); a rule
+    # critic has no cache and answers at once. Writes are idempotent.
+    verdicts = judge.judge_many_sync(items, judged)
+    added = ctx.store.add_judgments(stored_judgment(i.response_id, judge.judge_id, v) for i, v in zip(items, verdicts))
     ctx.store.record_round_step(ctx.run, round, "judge", time.perf_counter() - started)
     return added
 

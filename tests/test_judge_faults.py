@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,35 @@ def test_rule_judge_annotates_a_file_through_the_cli(tmp_path: Path) -> None:
         "id": 7, "instruction": "What is 47 + 38?", "response": "75",
         "judgment": 'The response "75" is incorrect: 47 + 38 = 85, not 75.', "verdict": "negative", "status": "ok", "error": None,
     }
+
+
+def test_a_killed_judge_loses_at_most_the_requests_in_flight(tmp_path: Path) -> None:
+    """Each judgment is in the store as soon as it is made: after a SIGKILL mid-run, the rerun sends
+    only what is not stored, and of the answered items at most `concurrency` go again."""
+    items, concurrency = _items(120, tag=" (killed)"), 4
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(i.model_dump(include={"instruction", "response"})) + "\n" for i in items))
+    db = tmp_path / "store.duckdb"
+    with running_stand_in(fault_rate=0.0, latency_s=0.1) as base_url:
+        judge = _config(base_url, concurrency=concurrency).model_dump(
+            mode="json", include={"kind", "model", "base_url", "timeout_s", "max_retries", "concurrency"})
+        (tmp_path / "judge.yaml").write_text(yaml.safe_dump({"judge": judge}))
+        command = [sys.executable, "-m", "online_cut.cli", "judge", str(tmp_path / "in.jsonl"), "--config",
+                   str(tmp_path / "judge.yaml"), "--db", str(db), "--out", str(tmp_path / "out.jsonl")]
+        first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while request_stats(base_url).get("ok", 0) < 40 and time.monotonic() < deadline and first.poll() is None:
+                time.sleep(0.02)
+        finally:
+            first.kill()
+            first.wait()
+        answered = request_stats(base_url)["ok"]
+        stored = Store(db).query("SELECT count(*) AS n FROM judgments")[0]["n"]
+        assert 40 <= answered < len(items), "the kill landed mid-run"
+        assert answered - concurrency <= stored <= answered
+
+        rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        assert request_stats(base_url)["ok"] - answered == len(items) - stored, "no stored item was judged again"
+    assert Store(db).query("SELECT count(*) AS n, count(DISTINCT response_id) AS distinct_ids FROM judgments") == [
+        {"n": len(items), "distinct_ids": len(items)}]
