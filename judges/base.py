@@ -4,8 +4,8 @@ Every judge returns exactly one `Judgment` per item, in order; an item that coul
 judged comes back with status 'failed' and the reason, never missing. The base class answers
 what it can from the cache, sends each distinct item to the judge once, and caches the
 judgments (a failed one is not reused: it is tried again on the next run). A judge that
-finishes items one at a time hands each to `keep` as it is made, so a kill loses at most the
-requests in flight.
+finishes items one at a time awaits `keep` with each as it is made (a group commit,
+`judges.cache.GroupCommit`), so a kill loses at most the requests in flight.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from judges.cache import JudgmentCache, item_key
+from judges.cache import GroupCommit, JudgmentCache, item_key
 from judges.judgment import JudgeItem, Judgment
 
 Progress = Callable[[int], None]
@@ -29,6 +29,7 @@ class Judge(ABC):
     def __init__(self, judge_id: str, cache: JudgmentCache | None = None) -> None:
         self.judge_id = judge_id
         self.cache = cache
+        self._group_commit: GroupCommit | None = None  # the running `judge_many`'s writer
 
     async def judge_many(self, items: Sequence[JudgeItem], progress: Progress | None = None) -> list[Judgment]:
         progress = progress or _no_progress
@@ -44,6 +45,7 @@ class Judge(ABC):
         progress(cached)
 
         fresh_keys = [key for key in distinct if key not in results]
+        self._group_commit = None if self.cache is None else GroupCommit(self.cache, self.judge_id)
         fresh = await self._judge_fresh([distinct[key] for key in fresh_keys], progress)
         if len(fresh) != len(fresh_keys):
             raise RuntimeError(f"{self.judge_id} returned {len(fresh)} judgments for {len(fresh_keys)} items")
@@ -55,10 +57,10 @@ class Judge(ABC):
             self.cache.put_many(self.judge_id, [(item, results[key]) for item, key in zip(items, keys)])
         return [results[key] for key in keys]
 
-    def keep(self, item: JudgeItem, judgment: Judgment) -> None:
-        """Store one fresh judgment in the cache now, before the rest of its batch is done."""
-        if self.cache is not None:
-            self.cache.put_many(self.judge_id, [(item, judgment)])
+    async def keep(self, entries: Sequence[tuple[JudgeItem, Judgment]]) -> None:
+        """Store fresh judgments in the cache now, before the rest of the call's items are done."""
+        if self._group_commit is not None:
+            await self._group_commit.keep(entries)
 
     def judge_many_sync(self, items: Sequence[JudgeItem], progress: Progress | None = None) -> list[Judgment]:
         return asyncio.run(self.judge_many(items, progress))

@@ -8,6 +8,7 @@ in its set-up that could change the answer (kind, model, endpoint, prompt, sampl
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
@@ -93,6 +94,36 @@ class StoreJudgmentCache:
             tx.add_prompts(prompts)
             tx.add_responses(responses)
             tx.add_judgments(judgments)
+
+
+class GroupCommit:
+    """Writes judgments to a cache as they are made, in as few transactions as keep up with them:
+    whoever arrives while no write runs writes everything waiting (a store transaction costs far
+    more than one row). `await keep(...)` returns once its judgments are stored, so a judge that
+    awaits it before freeing its request slot has at most its slots' answers unstored."""
+
+    def __init__(self, cache: JudgmentCache, judge_id: str) -> None:
+        self.cache, self.judge_id = cache, judge_id
+        self._waiting: list[tuple[tuple[JudgeItem, Judgment], asyncio.Future[None]]] = []
+        self._writing = asyncio.Lock()
+
+    async def keep(self, entries: Sequence[tuple[JudgeItem, Judgment]]) -> None:
+        stored = asyncio.get_running_loop().create_future()
+        self._waiting.extend((entry, stored) for entry in entries)
+        async with self._writing:
+            if not stored.done():
+                batch, self._waiting = self._waiting, []
+                futures = {id(f): f for _, f in batch}.values()
+                try:
+                    # In a thread, so requests already sent keep being answered meanwhile.
+                    await asyncio.to_thread(self.cache.put_many, self.judge_id, [entry for entry, _ in batch])
+                except Exception as exc:
+                    for future in futures:
+                        future.set_exception(exc)
+                else:
+                    for future in futures:
+                        future.set_result(None)
+        await stored
 
 
 def stored_judgment(response_id: str, judge_id: str, judgment: Judgment) -> StoredJudgment:

@@ -92,7 +92,7 @@ class OpenAIJudge(Judge):
             async def judge_one(item: JudgeItem) -> Judgment:
                 async with in_flight:
                     judgment = await self._judge_one(client, item)
-                self.keep(item, judgment)
+                    await self.keep([(item, judgment)])  # stored before the slot takes another request
                 progress(1)
                 return judgment
 

@@ -147,8 +147,7 @@ class PlacedJudge(Judge):
             chunk = items[first : first + chunk_size]
             # In a thread: Prefect's run_deployment turns into a coroutine under a running event loop.
             answered = await asyncio.to_thread(self._judge_on_pool, chunk)
-            for item, judgment in zip(chunk, answered):
-                self.keep(item, judgment)
+            await self.keep(list(zip(chunk, answered)))
             progress(len(answered))
             judgments.extend(answered)
         return judgments
