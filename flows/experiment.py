@@ -1,4 +1,5 @@
-"""The `online-cut-experiment` flow: objectives compared from the same round-1 samples.
+"""The `online-cut-experiment` flow: objectives (or arms: named `cut` settings) compared from the
+same round-1 samples.
 
 One warm sampler serves every run; each objective's rounds are the ordinary `round-N`
 subflows, so the experiment is watched in the Prefect UI like any run, and a rerun with the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 
@@ -34,17 +36,20 @@ def experiment(
     objectives: list[str] | None = None,
     results: str = "docs/results.md",
     repeats: int = 1,
+    arms: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """Run `rounds` online rounds of each objective (default: every one in `cut.config.OBJECTIVES`) from shared
-    round-1 samples, `repeats` times over, each from its own samples; write `results`."""
-    objectives = objectives or list(OBJECTIVES)
+    """Run `rounds` online rounds of each arm from shared round-1 samples, `repeats` times over, each
+    from its own samples; write `results`. The arms are `arms` (name: `cut` settings) if given, else
+    one per objective of `objectives` (default: every one in `cut.config.OBJECTIVES`)."""
+    arms = arms or {objective: {"objective": objective} for objective in objectives or OBJECTIVES}
     logger = get_run_logger()
     started = time.perf_counter()
     settings = load_config(Path(config))
+    arm_configs = {arm: exp.arm_config(settings, arm, arm_settings) for arm, arm_settings in arms.items()}
     check_pools(settings.placement)
     store = Store.from_config(settings.storage)
     judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store), ledger=StoreBatchLedger(store))
-    wall_s = dict.fromkeys(objectives, 0.0)
+    wall_s = dict.fromkeys(arms, 0.0)
     with open_sampler(settings.sampler, RunContext(settings, exp.shared_run(name), store).base_model,
                       dtype=settings.model.dtype, max_model_len=settings.model.max_model_len) as sampler:
         for repeat in range(1, repeats + 1):
@@ -55,25 +60,25 @@ def experiment(
             steps.sample(shared, sampler, 1)
             steps.judge(shared, judge, 1)
             exp.evaluate_base(shared, sampler, judge)
-            for objective in objectives:
-                objective_started = time.perf_counter()
-                ctx = RunContext(exp.objective_config(repeated, objective), exp.run_name(name, objective, repeat), store)
+            for arm, arm_config in arm_configs.items():
+                arm_started = time.perf_counter()
+                ctx = RunContext(exp.repeat_config(arm_config, repeat), exp.run_name(name, arm, repeat), store)
                 store.add_run(ctx.run, config=ctx.config.model_dump(mode="json"))
                 exp.share_first_round(store, shared.run, ctx.run)
                 for round in range(1, settings.rounds + 1):
                     alignment_round.with_options(flow_run_name=f"{ctx.run}-round-{round}")(ctx, sampler, judge, round)
-                wall_s[objective] += time.perf_counter() - objective_started
-                logger.info("repeat %d, %s: rounds done", repeat, objective)
-    outcomes = [exp.objective_result(store, name, o, settings.rounds, repeats, wall_s[o]) for o in objectives]
+                wall_s[arm] += time.perf_counter() - arm_started
+                logger.info("repeat %d, %s: rounds done", repeat, arm)
+    outcomes = [exp.arm_result(store, name, arm, settings.rounds, repeats, wall_s[arm]) for arm in arms]
     for outcome in outcomes:
-        logger.info("%s: held-out accuracy per repeat and round %s", outcome.objective, outcome.accuracy)
+        logger.info("%s: held-out score per repeat and round %s", outcome.arm, outcome.accuracy)
     command = shlex.join(["online-cut", "experiment", "--config", config, "--name", name,
-                          *(f"--objective={o}" for o in objectives), "--repeats", str(repeats), "--results", results])
+                          *exp.arm_options(arms), "--repeats", str(repeats), "--results", results])
     exp.write_results(
         Path(results), outcomes, command=command, config_text=dump_config(settings),
         wall_s=time.perf_counter() - started, seed=settings.cut.seed,
         held_out=exp.held_out_names(RunContext(settings, exp.shared_run(name), store), judge),
-        n=settings.evaluation.n,
+        n=settings.evaluation.n, arms=arms,
     )
     logger.info("wrote %s", results)
     return results

@@ -93,6 +93,11 @@ def experiment(
         1, "--repeats", min=1, help="run the whole comparison this many times, each from its own round-1 samples; "
         "the table shows mean ± standard error and CUT's paired difference to each baseline",
     ),
+    arm_options: list[str] = typer.Option(
+        None, "--arm", help="NAME=SETTINGS: compare named cut settings instead of objectives, SETTINGS a YAML mapping "
+        "over the config's cut section, e.g. --arm 'lam-low={objective: cut, lam: 1.1}' (give it again for another; "
+        "tune on a dev split: evaluation.split dev)",
+    ),
 ) -> None:
     """Compare objectives online from the same round-1 samples and write a results table and plot.
 
@@ -102,9 +107,44 @@ def experiment(
     unknown = sorted(set(objectives or ()) - set(OBJECTIVES))
     if unknown:
         raise fail(f"--objective: unknown {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
+    if arm_options and objectives:
+        raise fail("give --objective or --arm, not both (an arm names its objective in its settings)")
+    arms = _parsed_arms(config, arm_options) if arm_options else None
     _prefect_logging()
     _pools_checked(config)
     from flows.experiment import experiment as experiment_flow
 
     typer.echo(experiment_flow(config=str(config), name=name, objectives=objectives, results=str(results),
-                               repeats=repeats))
+                               repeats=repeats, arms=arms))
+
+
+def _parsed_arms(config: Path, options: list[str]) -> dict[str, dict]:
+    """`--arm NAME=SETTINGS` options as {name: settings}, each checked over `config`; a bad one fails naming it."""
+    import re
+
+    import yaml
+
+    from online_cut.config import ConfigError, load_config
+    from online_cut.experiment import arm_config
+
+    arms = {}
+    for option in options:
+        name, equals, text = option.partition("=")
+        name = name.strip()
+        try:
+            settings = yaml.safe_load(text) if equals else None
+        except yaml.YAMLError as exc:
+            raise fail(f"--arm {option!r}: SETTINGS is not YAML ({exc.problem})") from None
+        if not name or not isinstance(settings, dict):
+            raise fail(f"--arm {option!r}: expected NAME=SETTINGS, SETTINGS a mapping such as {{objective: cut, lam: 1.1}}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+            # No '.': the adapter names PEFT gives the model's modules are made of it.
+            raise fail(f"--arm {option!r}: NAME names runs and adapters: letters, digits, '_' and '-' only")
+        if name in arms:
+            raise fail(f"--arm {name!r} is given twice")
+        try:
+            arm_config(load_config(config), name, settings)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+        arms[name] = settings
+    return arms

@@ -74,6 +74,11 @@ class EvaluationConfig(StrictModel):
         None, description="held-out instructions (JSON/JSONL in the CUT paper's fields, Parquet) scored by the run's judge"
     )
     n: int = Field(200, ge=1, description="held-out prompts per suite (and at most this many of the file)")
+    split: Literal["heldout", "dev"] = Field(
+        "heldout",
+        description="the suites' prompts scored: their held-out split, or dev: `n` prompts of their training split "
+        "drawn apart from the rounds' (seed 'dev'), to choose settings on without touching the held-out split",
+    )
     metric: Literal["verdict", "score"] = Field(
         "verdict",
         description="what a held-out set's score is, for the gate: the share of answers judged positive (whole "

@@ -1,16 +1,18 @@
 """Objectives compared on equal footing: the same round-1 samples, then online rounds each.
 
-An experiment named E samples and judges round 1 once, from the base model, under run
-`E-shared`; each objective's run `E-<objective>` starts with a copy of those responses and
+An experiment named E compares arms: by default one per objective, or named sets of `cut`
+settings (`--arm`, e.g. a sweep of λ on a dev split). It samples and judges round 1 once,
+from the base model, under run `E-shared`; each arm's run `E-<arm>` starts with a copy of those responses and
 judgments (round 1's sample and judge steps marked done) and then runs the ordinary rounds.
-Each further repeat k does the same under `E-shared-rk` and `E-<objective>-rk`, from its own
-round-1 samples (the CPU engine cannot be seeded), so objectives are compared paired by repeat.
+Each further repeat k does the same under `E-shared-rk` and `E-<arm>-rk`, from its own
+round-1 samples (the CPU engine cannot be seeded), so arms are compared paired by repeat.
 The table reads the evaluations the rounds stored: round 0 is the base model (the first
 round's incumbent), round r the candidate trained in round r.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -18,11 +20,12 @@ import statistics
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from cut.config import OBJECTIVE_SUMMARIES
 from judges.base import Judge
 from online_cut import steps
-from online_cut.config import Config
+from online_cut.config import Config, parse_config
 from online_cut.steps import RunContext
 from samplers.base import Sampler
 from storage import records
@@ -38,16 +41,31 @@ def _repeat_suffix(repeat: int) -> str:
     return "" if repeat == 1 else f"-r{repeat}"
 
 
-def run_name(experiment: str, objective: str, repeat: int = 1) -> str:
-    return f"{experiment}-{objective}{_repeat_suffix(repeat)}"
+def run_name(experiment: str, arm: str, repeat: int = 1) -> str:
+    return f"{experiment}-{arm}{_repeat_suffix(repeat)}"
+
+
+def plain_objectives(arms: dict[str, dict[str, Any]]) -> bool:
+    """Whether every arm is just an objective under its own name (the default comparison)."""
+    return all(settings == {"objective": arm} for arm, settings in arms.items())
+
+
+def arm_options(arms: dict[str, dict[str, Any]]) -> list[str]:
+    """The command-line options that give these arms again."""
+    if plain_objectives(arms):
+        return [f"--objective={arm}" for arm in arms]
+    return [f"--arm={arm}={json.dumps(settings, separators=(', ', ': '))}" for arm, settings in arms.items()]
 
 
 def shared_run(experiment: str, repeat: int = 1) -> str:
     return f"{experiment}-shared{_repeat_suffix(repeat)}"
 
 
-def objective_config(config: Config, objective: str) -> Config:
-    return config.model_copy(update={"cut": config.cut.model_copy(update={"objective": objective})})
+def arm_config(config: Config, arm: str, settings: dict[str, Any]) -> Config:
+    """`config` with the arm's `cut` settings (`{"objective": "cut", "lam": 1.1}`), validated as a config file's
+    are (a bad one raises `ConfigError` naming the arm and the key)."""
+    data = config.model_dump(mode="json")
+    return parse_config({**data, "cut": {**data["cut"], **settings}}, f"arm {arm!r}")
 
 
 def repeat_config(config: Config, repeat: int) -> Config:
@@ -101,9 +119,9 @@ def share_first_round(store: Store, source_run: str, target_run: str) -> None:
 
 @dataclass(frozen=True)
 class ObjectiveResult:
-    """An objective's held-out scores in every repeat of the experiment."""
+    """An arm's held-out scores in every repeat of the experiment."""
 
-    objective: str
+    arm: str
     runs: list[str]  # one per repeat
     accuracy: list[list[float | None]]  # [repeat][r]: held-out score after round r (0: base model)
     positives: list[list[int]]  # [repeat][r - 1]: positive triples of round r
@@ -114,10 +132,9 @@ class ObjectiveResult:
         return [a[round] for a in self.accuracy if a[round] is not None]
 
 
-def objective_result(store: Store, experiment: str, objective: str, rounds: int, repeats: int,
-                     wall_s: float) -> ObjectiveResult:
-    """An objective's held-out score per repeat and round (mean over the evaluated suites)."""
-    runs = [run_name(experiment, objective, repeat) for repeat in range(1, repeats + 1)]
+def arm_result(store: Store, experiment: str, arm: str, rounds: int, repeats: int, wall_s: float) -> ObjectiveResult:
+    """An arm's held-out score per repeat and round (mean over the evaluated suites)."""
+    runs = [run_name(experiment, arm, repeat) for repeat in range(1, repeats + 1)]
     accuracy, positives = [], []
     for run in runs:
         rows = store.query("SELECT round, role, avg(score) AS score FROM evaluations WHERE run = ? GROUP BY ALL", [run])
@@ -128,7 +145,7 @@ def objective_result(store: Store, experiment: str, objective: str, rounds: int,
         )
         by_round = {row["round"]: row["n"] for row in counts}
         positives.append([by_round.get(r, 0) for r in range(1, rounds + 1)])
-    return ObjectiveResult(objective, runs, accuracy, positives, wall_s)
+    return ObjectiveResult(arm, runs, accuracy, positives, wall_s)
 
 
 def mean_and_error(scores: list[float], n: int) -> tuple[float, float]:
@@ -174,7 +191,7 @@ def plot(results: list[ObjectiveResult], path: Path, n: int) -> None:
     for result in results:
         points = [mean_and_error(result.scores(r), n) if result.scores(r) else (float("nan"), 0.0) for r in rounds]
         axes.errorbar(list(rounds), [m for m, _ in points], yerr=[e for _, e in points], marker="o", capsize=3,
-                      label=result.objective)
+                      label=result.arm)
     axes.set_xlabel("round (0: base model)")
     axes.set_ylabel("held-out accuracy (± standard error)")
     axes.set_xticks(list(rounds))
@@ -193,7 +210,8 @@ def _cell(scores: list[float], n: int) -> str:
 
 
 def write_results(path: Path, results: list[ObjectiveResult], *, command: str, config_text: str,
-                  wall_s: float, seed: int, held_out: list[str], n: int) -> None:
+                  wall_s: float, seed: int, held_out: list[str], n: int,
+                  arms: dict[str, dict[str, Any]] | None = None) -> None:
     """`path` (markdown) with the tables and the plot beside it; a `## Notes` section already there is kept."""
     plot_path = path.with_suffix(".png")
     plot(results, plot_path, n)
@@ -202,11 +220,11 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
     header = "| objective | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " | positives per round | wall |"
     rule = "|---" * (rounds + 4) + "|"  # objective, rounds 0..N, positives, wall
     lines = [
-        f"| {r.objective} | " + " | ".join(_cell(r.scores(k), n) for k in range(rounds + 1))
+        f"| {r.arm} | " + " | ".join(_cell(r.scores(k), n) for k in range(rounds + 1))
         + f" | {', '.join(str(round(statistics.fmean(p))) for p in zip(*r.positives))} | {r.wall_s / 60:.1f} min |"
         for r in results
     ]
-    cut = next((r for r in results if r.objective == "cut"), None)
+    cut = next((r for r in results if r.arm == "cut"), None)
     paired = ""
     if cut is not None and len(results) > 1:
         paired_lines = []
@@ -219,7 +237,7 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
                     continue
                 difference, error = paired_difference([a for a, _ in both], [b for _, b in both], n)
                 cells.append(f"{100 * difference:+.1f} ± {100 * error:.1f}")
-            paired_lines.append(f"| cut − {other.objective} | " + " | ".join(cells) + " |")
+            paired_lines.append(f"| cut − {other.arm} | " + " | ".join(cells) + " |")
         paired = (
             "\n\nCUT minus each baseline, paired by repeat (points):\n\n"
             + "| difference | " + " | ".join(f"round {k}" for k in range(1, rounds + 1)) + " |\n"
@@ -241,6 +259,9 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
         f"repeat{'s' if repeats > 1 else ''}; mean ± standard error in points ({spread}).\n\n"
         + "\n".join([header, rule, *lines]) + paired
         + f"\n\n![held-out accuracy per round]({plot_path.name})\n\n"
+        + ("" if arms is None or plain_objectives(arms) else
+           "The arms (`cut` settings over the resolved config below):\n\n"
+           + "".join(f"- `{arm}`: {json.dumps(settings)}\n" for arm, settings in arms.items()) + "\n")
         + OBJECTIVES_HEADING + "".join(f"- `{name}`: {line}\n" for name, line in OBJECTIVE_SUMMARIES.items()) + "\n"
         f"- command: `{command}`\n- machine: {machine()}\n- wall time: {wall_s / 60:.1f} min in all\n"
         f"- seed: {seed}\n\n<details><summary>resolved config</summary>\n\n```yaml\n{config_text}```\n</details>\n\n"

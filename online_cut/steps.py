@@ -375,16 +375,20 @@ def suite_critic(suite: str) -> Judge:
 
 @dataclass(frozen=True)
 class HeldOutSet:
-    name: str  # the suite, or "file:<file name>"
+    name: str  # the suite, "<suite>:dev", or "file:<file name>"
     prompts: list[Prompt]
     judge: Judge
 
 
 def held_out_sets(ctx: RunContext, judge: Judge) -> list[HeldOutSet]:
-    """The configured held-out sets: each suite's held-out split with its rule critic, and an
-    instruction file scored by the run's judge."""
+    """The configured held-out sets: each suite's held-out split (or its dev prompts, named
+    `<suite>:dev`) with its rule critic, and an instruction file scored by the run's judge."""
     rule = ctx.config.evaluation
-    sets = [HeldOutSet(suite, suite_prompts(suite, "heldout", rule.n), suite_critic(suite)) for suite in rule.suites]
+    if rule.split == "dev":
+        sets = [HeldOutSet(f"{suite}:dev", suite_prompts(suite, "train", rule.n, seed="dev"), suite_critic(suite))
+                for suite in rule.suites]
+    else:
+        sets = [HeldOutSet(suite, suite_prompts(suite, "heldout", rule.n), suite_critic(suite)) for suite in rule.suites]
     if rule.file is not None:
         sets.append(HeldOutSet(f"file:{rule.file.name}", read_prompt_file(rule.file)[: rule.n], judge))
     return sets

@@ -96,3 +96,26 @@ def test_each_repeat_samples_its_own_round_one_shared_by_its_objectives(tiny_mod
     text = results.read_text()
     assert "mean over the 2 repeats" in text
     assert sum(line.startswith("| cut − hindsight |") for line in text.splitlines()) == 1
+
+
+def test_arms_compare_cut_settings_scored_on_the_dev_split(tiny_model: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, tiny_model, rounds=1)
+    settings = yaml.safe_load(config.read_text())
+    settings["evaluation"]["split"] = "dev"
+    config.write_text(yaml.safe_dump(settings))
+    results = tmp_path / "results.md"
+    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--results", str(results),
+               "--arm", "lam-low={objective: cut, lam: 1.1}", "--arm", "lam-high={objective: cut, lam: 3.0}"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
+        lam = dict(db.execute("SELECT run, CAST(config->'cut'->>'lam' AS DOUBLE) FROM runs WHERE run <> 't-shared'").fetchall())
+        suites = db.execute("SELECT DISTINCT suite FROM evaluations").fetchall()
+        rounds = db.execute("SELECT run, count(*) FROM rounds WHERE status = 'done' GROUP BY run ORDER BY run").fetchall()
+    assert lam == {"t-lam-low": 1.1, "t-lam-high": 3.0}
+    assert suites == [("addition:dev",)]
+    assert rounds == [("t-lam-high", 1), ("t-lam-low", 1)]
+    text = results.read_text()
+    assert "Held-out accuracy (addition:dev;" in text
+    assert sum(line.startswith(("| lam-low |", "| lam-high |")) for line in text.splitlines()) == 2
+    assert "--arm=lam-high=" in text
