@@ -37,14 +37,18 @@ def experiment(
     results: str = "docs/results.md",
     repeats: int = 1,
     arms: dict[str, dict[str, Any]] | None = None,
+    dev: bool = False,
 ) -> str:
     """Run `rounds` online rounds of each arm from shared round-1 samples, `repeats` times over, each
     from its own samples; write `results`. The arms are `arms` (name: `cut` settings) if given, else
-    one per objective of `objectives` (default: every one in `cut.config.OBJECTIVES`)."""
+    one per objective of `objectives` (default: every one in `cut.config.OBJECTIVES`). `dev` scores
+    them on the suites' dev prompts (`evaluation.split: dev`), to choose settings on."""
     arms = arms or {objective: {"objective": objective} for objective in objectives or OBJECTIVES}
     logger = get_run_logger()
     started = time.perf_counter()
     settings = load_config(Path(config))
+    if dev:
+        settings = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update={"split": "dev"})})
     arm_configs = {arm: exp.arm_config(settings, arm, arm_settings) for arm, arm_settings in arms.items()}
     check_pools(settings.placement)
     store = Store.from_config(settings.storage)
@@ -73,7 +77,8 @@ def experiment(
     for outcome in outcomes:
         logger.info("%s: held-out score per repeat and round %s", outcome.arm, outcome.accuracy)
     command = shlex.join(["online-cut", "experiment", "--config", config, "--name", name,
-                          *exp.arm_options(arms), "--repeats", str(repeats), "--results", results])
+                          *exp.arm_options(arms), *(["--dev"] if dev else []), "--repeats", str(repeats),
+                          "--results", results])
     exp.write_results(
         Path(results), outcomes, command=command, config_text=dump_config(settings),
         wall_s=time.perf_counter() - started, seed=settings.cut.seed,

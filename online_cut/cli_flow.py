@@ -96,7 +96,11 @@ def experiment(
     arm_options: list[str] = typer.Option(
         None, "--arm", help="NAME=SETTINGS: compare named cut settings instead of objectives, SETTINGS a YAML mapping "
         "over the config's cut section, e.g. --arm 'lam-low={objective: cut, lam: 1.1}' (give it again for another; "
-        "tune on a dev split: evaluation.split dev)",
+        "tune on a dev split: --dev)",
+    ),
+    dev: bool = typer.Option(
+        False, "--dev", help="score on the suites' dev prompts of the training split (evaluation.split: dev), not "
+        "the held-out split: for choosing settings",
     ),
 ) -> None:
     """Compare objectives online from the same round-1 samples and write a results table and plot.
@@ -115,7 +119,7 @@ def experiment(
     from flows.experiment import experiment as experiment_flow
 
     typer.echo(experiment_flow(config=str(config), name=name, objectives=objectives, results=str(results),
-                               repeats=repeats, arms=arms))
+                               repeats=repeats, arms=arms, dev=dev))
 
 
 def _parsed_arms(config: Path, options: list[str]) -> dict[str, dict]:

@@ -100,11 +100,8 @@ def test_each_repeat_samples_its_own_round_one_shared_by_its_objectives(tiny_mod
 
 def test_arms_compare_cut_settings_scored_on_the_dev_split(tiny_model: Path, tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_model, rounds=1)
-    settings = yaml.safe_load(config.read_text())
-    settings["evaluation"]["split"] = "dev"
-    config.write_text(yaml.safe_dump(settings))
     results = tmp_path / "results.md"
-    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--results", str(results),
+    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--results", str(results), "--dev",
                "--arm", "lam-low={objective: cut, lam: 1.1}", "--arm", "lam-high={objective: cut, lam: 3.0}"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -118,4 +115,4 @@ def test_arms_compare_cut_settings_scored_on_the_dev_split(tiny_model: Path, tmp
     text = results.read_text()
     assert "Held-out accuracy (addition:dev;" in text
     assert sum(line.startswith(("| lam-low |", "| lam-high |")) for line in text.splitlines()) == 2
-    assert "--arm=lam-high=" in text
+    assert "--arm=lam-high=" in text and "--dev" in text
