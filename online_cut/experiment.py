@@ -31,7 +31,10 @@ from samplers.base import Sampler
 from storage import records
 from storage.store import Store
 
-# Text below this heading in an existing results file is kept when the file is rewritten.
+# An existing results file keeps what people wrote under these headings when a run rewrites it:
+# the summary above the run's section, the notes below it.
+SUMMARY_HEADING = "## Summary"
+RUN_HEADING = "## The run"
 NOTES_HEADING = "## Notes"
 OBJECTIVES_HEADING = "The objectives (`cut.objective`; the table shows those this experiment ran):\n\n"
 
@@ -249,11 +252,9 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
         f"one repeat, so the binomial spread of each score over its {n} prompts, √(p(1 − p)/n); of a difference, "
         "the two combined"
     )
-    notes = ""
-    if path.exists() and NOTES_HEADING in path.read_text():
-        notes = NOTES_HEADING + path.read_text().split(NOTES_HEADING, 1)[1]
+    summary, notes = _kept_sections(path)
     path.write_text(
-        "# Results: CUT against its baselines, online, on a CPU\n\n"
+        "# Results: CUT against its baselines, online, on a CPU\n\n" + summary + RUN_HEADING + "\n\n"
         f"Held-out accuracy ({', '.join(held_out)}; {n} prompts per set, greedy) of the adapter each round "
         f"trained, from the same round-1 samples of the base model (round 0) within each of {repeats} "
         f"repeat{'s' if repeats > 1 else ''}; mean ± standard error in points ({spread}).\n\n"
@@ -267,3 +268,15 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
         f"- seed: {seed}\n\n<details><summary>resolved config</summary>\n\n```yaml\n{config_text}```\n</details>\n\n"
         + notes
     )
+
+
+def _kept_sections(path: Path) -> tuple[str, str]:
+    """The `## Summary` (up to the run's section) and `## Notes` (to the end) of an existing results file."""
+    text = path.read_text() if path.exists() else ""
+    summary = notes = ""
+    if NOTES_HEADING in text:
+        text, notes = text.split(NOTES_HEADING, 1)
+        notes = NOTES_HEADING + notes
+    if SUMMARY_HEADING in text:
+        summary = SUMMARY_HEADING + text.split(SUMMARY_HEADING, 1)[1].split(RUN_HEADING, 1)[0]
+    return summary, notes

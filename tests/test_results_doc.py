@@ -29,6 +29,18 @@ def test_results_explain_every_objective_in_one_line_and_keep_the_notes(tmp_path
     assert text.endswith("## Notes\n\nMeasured figures stay.\n")
 
 
+def test_a_rewrite_keeps_the_summary_above_the_run_and_the_notes_below(tmp_path: Path) -> None:
+    path = tmp_path / "results.md"
+    results = [ObjectiveResult("cut", ["t-cut"], [[0.25, 0.5]], [[3]], 60.0)]
+    _write(path, results)
+    text = path.read_text().replace("## The run\n", "## Summary\n\nThe bar is not met.\n\n## The run\n")
+    path.write_text(text + "## Notes\n\nTried λ 1.1.\n")
+    rewritten = _write(path, [ObjectiveResult("cut", ["t-cut"], [[0.25, 0.75]], [[3]], 60.0)])
+    assert rewritten.index("## Summary\n\nThe bar is not met.\n\n## The run\n") < rewritten.index("| cut |")
+    assert "75.0%" in rewritten and rewritten.count("## Summary") == rewritten.count("## The run") == 1
+    assert rewritten.endswith("## Notes\n\nTried λ 1.1.\n")
+
+
 def test_repeats_give_mean_and_standard_error_and_cuts_paired_differences(tmp_path: Path) -> None:
     cut = ObjectiveResult("cut", ["t-cut", "t-cut-r2", "t-cut-r3"],
                           [[0.2, 0.5], [0.3, 0.6], [0.25, 0.7]], [[4], [6], [5]], 90.0)
