@@ -95,7 +95,7 @@ def experiment(
     ),
     arm_options: list[str] = typer.Option(
         None, "--arm", help="NAME=SETTINGS: compare named cut settings instead of objectives, SETTINGS a YAML mapping "
-        "over the config's cut section, e.g. --arm 'lam-low={objective: cut, lam: 1.1}' (give it again for another; "
+        "over the config's cut section, e.g. --arm 'lam-1.1={objective: cut, lam: 1.1}' (give it again for another; "
         "tune on a dev split: --dev)",
     ),
     dev: bool = typer.Option(
@@ -141,9 +141,8 @@ def _parsed_arms(config: Path, options: list[str]) -> dict[str, dict]:
             raise fail(f"--arm {option!r}: SETTINGS is not YAML ({exc.problem})") from None
         if not name or not isinstance(settings, dict):
             raise fail(f"--arm {option!r}: expected NAME=SETTINGS, SETTINGS a mapping such as {{objective: cut, lam: 1.1}}")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-            # No '.': the adapter names PEFT gives the model's modules are made of it.
-            raise fail(f"--arm {option!r}: NAME names runs and adapters: letters, digits, '_' and '-' only")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise fail(f"--arm {option!r}: NAME names runs and adapter folders: letters, digits, '.', '_', '-' only")
         if name in arms:
             raise fail(f"--arm {name!r} is given twice")
         try:

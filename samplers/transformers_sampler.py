@@ -34,6 +34,8 @@ class TransformersSampler(Sampler):
     def _activate(self, adapter: AdapterInfo | None, engine_name: str | None, version: int) -> None:
         from peft import PeftModel
 
+        if engine_name is not None:  # PEFT names modules after the adapter, and a module name has no '.'
+            engine_name = engine_name.replace(".", "_")
         if adapter is None:
             if self._peft is not None:
                 self._model, self._peft = self._peft.unload(), None
