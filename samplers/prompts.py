@@ -138,9 +138,10 @@ def _format_items() -> list[Prompt]:
     ]
 
 
-# Three one-digit pairs: with the shipped model most answers are partly right (measured greedy: 28 % of
-# parts, 12 % of whole answers; at temperature 0.8: 14.6 % and 3.7 %), the regime where a judgment
-# that names the wrong part has something to point at; two-digit parts were right under 12 %.
+# Three one-digit pairs: with the shipped model most answers are partly right (greedy on 150 held-out
+# prompts: 49.1 % of parts, 14 % of whole answers; sampled at temperature 0.5: 34.9 % and 4.7 %), the
+# regime where a judgment that names the wrong part has something to point at; two-digit parts were
+# right under 12 %.
 SUMS_PARTS = 3
 SUMS_POOL = 20_000
 SUMS_WORDING = "Add each pair and reply with the sums separated by commas: {pairs}."
