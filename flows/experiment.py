@@ -73,7 +73,8 @@ def experiment(
                     alignment_round.with_options(flow_run_name=f"{ctx.run}-round-{round}")(ctx, sampler, judge, round)
                 wall_s[arm] += time.perf_counter() - arm_started
                 logger.info("repeat %d, %s: rounds done", repeat, arm)
-    outcomes = [exp.arm_result(store, name, arm, settings.rounds, repeats, wall_s[arm]) for arm in arms]
+    outcomes = [exp.arm_result(store, name, arm, arm_configs[arm].cut.objective, settings.rounds, repeats,
+                               wall_s[arm]) for arm in arms]
     for outcome in outcomes:
         logger.info("%s: held-out score per repeat and round %s", outcome.arm, outcome.accuracy)
     command = shlex.join(["online-cut", "experiment", "--config", config, "--name", name,

@@ -12,6 +12,7 @@ round's incumbent), round r the candidate trained in round r.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -121,10 +122,11 @@ def share_first_round(store: Store, source_run: str, target_run: str) -> None:
 
 
 @dataclass(frozen=True)
-class ObjectiveResult:
+class ArmResult:
     """An arm's held-out scores in every repeat of the experiment."""
 
     arm: str
+    objective: str  # the arm's training objective: CUT arms are paired against the others
     runs: list[str]  # one per repeat
     accuracy: list[list[float | None]]  # [repeat][r]: held-out score after round r (0: base model)
     positives: list[list[int]]  # [repeat][r - 1]: positive triples of round r
@@ -135,7 +137,8 @@ class ObjectiveResult:
         return [a[round] for a in self.accuracy if a[round] is not None]
 
 
-def arm_result(store: Store, experiment: str, arm: str, rounds: int, repeats: int, wall_s: float) -> ObjectiveResult:
+def arm_result(store: Store, experiment: str, arm: str, objective: str, rounds: int, repeats: int,
+               wall_s: float) -> ArmResult:
     """An arm's held-out score per repeat and round (mean over the evaluated suites)."""
     runs = [run_name(experiment, arm, repeat) for repeat in range(1, repeats + 1)]
     accuracy, positives = [], []
@@ -148,7 +151,7 @@ def arm_result(store: Store, experiment: str, arm: str, rounds: int, repeats: in
         )
         by_round = {row["round"]: row["n"] for row in counts}
         positives.append([by_round.get(r, 0) for r in range(1, rounds + 1)])
-    return ObjectiveResult(arm, runs, accuracy, positives, wall_s)
+    return ArmResult(arm, objective, runs, accuracy, positives, wall_s)
 
 
 def mean_and_error(scores: list[float], n: int) -> tuple[float, float]:
@@ -183,7 +186,7 @@ def _version(package: str) -> str:
         return "absent"
 
 
-def plot(results: list[ObjectiveResult], path: Path, n: int) -> None:
+def plot(results: list[ArmResult], path: Path, n: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,7 +215,7 @@ def _cell(scores: list[float], n: int) -> str:
     return f"{mean:.1%} ± {100 * error:.1f}"
 
 
-def write_results(path: Path, results: list[ObjectiveResult], *, command: str, config_text: str,
+def write_results(path: Path, results: list[ArmResult], *, command: str, config_text: str,
                   wall_s: float, seed: int, held_out: list[str], n: int,
                   arms: dict[str, dict[str, Any]] | None = None) -> None:
     """`path` (markdown) with the tables and the plot beside it; a `## Notes` section already there is kept."""
@@ -227,11 +230,12 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
         + f" | {', '.join(str(round(statistics.fmean(p))) for p in zip(*r.positives))} | {r.wall_s / 60:.1f} min |"
         for r in results
     ]
-    cut = next((r for r in results if r.arm == "cut"), None)
+    cut_arms = [r for r in results if r.objective == "cut"]
+    baselines = [r for r in results if r.objective != "cut"]
     paired = ""
-    if cut is not None and len(results) > 1:
+    if cut_arms and baselines:
         paired_lines = []
-        for other in (r for r in results if r is not cut):
+        for cut, other in itertools.product(cut_arms, baselines):
             cells = []
             for k in range(1, rounds + 1):
                 both = [(a[k], b[k]) for a, b in zip(cut.accuracy, other.accuracy) if a[k] is not None and b[k] is not None]
@@ -240,9 +244,9 @@ def write_results(path: Path, results: list[ObjectiveResult], *, command: str, c
                     continue
                 difference, error = paired_difference([a for a, _ in both], [b for _, b in both], n)
                 cells.append(f"{100 * difference:+.1f} ± {100 * error:.1f}")
-            paired_lines.append(f"| cut − {other.arm} | " + " | ".join(cells) + " |")
+            paired_lines.append(f"| {cut.arm} − {other.arm} | " + " | ".join(cells) + " |")
         paired = (
-            "\n\nCUT minus each baseline, paired by repeat (points):\n\n"
+            "\n\nEach CUT arm minus each baseline, paired by repeat (points):\n\n"
             + "| difference | " + " | ".join(f"round {k}" for k in range(1, rounds + 1)) + " |\n"
             + "|---" * (rounds + 1) + "|\n" + "\n".join(paired_lines)
         )

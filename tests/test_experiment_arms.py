@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from online_cut.cli import app
 from online_cut.config import ConfigError, parse_config
-from online_cut.experiment import ObjectiveResult, arm_config, arm_options, write_results
+from online_cut.experiment import ArmResult, arm_config, arm_options, write_results
 from online_cut.steps import RunContext, held_out_sets
 from samplers.prompts import suite_prompts
 from storage.store import Store
@@ -69,7 +69,8 @@ def test_the_dev_split_is_training_prompts_apart_from_the_held_out_ones(tmp_path
 
 def test_results_list_each_arms_settings(tmp_path: Path) -> None:
     arms = {"lam-low": {"objective": "cut", "lam": 1.1}, "lam-high": {"objective": "cut", "lam": 2.0}}
-    results = [ObjectiveResult(arm, [f"t-{arm}"], [[0.25, 0.5]], [[3]], 60.0) for arm in arms]
+    results = [ArmResult(arm, settings["objective"], [f"t-{arm}"], [[0.25, 0.5]], [[3]], 60.0)
+               for arm, settings in arms.items()]
     path = tmp_path / "results.md"
     write_results(path, results, command="online-cut experiment", config_text="rounds: 1\n", wall_s=60.0, seed=42,
                   held_out=["sums:dev"], n=4, arms=arms)
