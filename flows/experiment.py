@@ -53,7 +53,6 @@ def experiment(
     check_pools(settings.placement)
     store = Store.from_config(settings.storage)
     judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store), ledger=StoreBatchLedger(store))
-    wall_s = dict.fromkeys(arms, 0.0)
     with open_sampler(settings.sampler, RunContext(settings, exp.shared_run(name), store).base_model,
                       dtype=settings.model.dtype, max_model_len=settings.model.max_model_len) as sampler:
         for repeat in range(1, repeats + 1):
@@ -65,16 +64,14 @@ def experiment(
             steps.judge(shared, judge, 1)
             exp.evaluate_base(shared, sampler, judge)
             for arm, arm_config in arm_configs.items():
-                arm_started = time.perf_counter()
                 ctx = RunContext(exp.repeat_config(arm_config, repeat), exp.run_name(name, arm, repeat), store)
                 store.add_run(ctx.run, config=ctx.config.model_dump(mode="json"))
                 exp.share_first_round(store, shared.run, ctx.run)
                 for round in range(1, settings.rounds + 1):
                     alignment_round.with_options(flow_run_name=f"{ctx.run}-round-{round}")(ctx, sampler, judge, round)
-                wall_s[arm] += time.perf_counter() - arm_started
                 logger.info("repeat %d, %s: rounds done", repeat, arm)
-    outcomes = [exp.arm_result(store, name, arm, arm_configs[arm].cut.objective, settings.rounds, repeats,
-                               wall_s[arm]) for arm in arms]
+    outcomes = [exp.arm_result(store, name, arm, arm_configs[arm].cut.objective, settings.rounds, repeats)
+                for arm in arms]
     for outcome in outcomes:
         logger.info("%s: held-out score per repeat and round %s", outcome.arm, outcome.accuracy)
     command = shlex.join(["online-cut", "experiment", "--config", config, "--name", name,

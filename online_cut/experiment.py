@@ -137,9 +137,9 @@ class ArmResult:
         return [a[round] for a in self.accuracy if a[round] is not None]
 
 
-def arm_result(store: Store, experiment: str, arm: str, objective: str, rounds: int, repeats: int,
-               wall_s: float) -> ArmResult:
-    """An arm's held-out score per repeat and round (mean over the evaluated suites)."""
+def arm_result(store: Store, experiment: str, arm: str, objective: str, rounds: int, repeats: int) -> ArmResult:
+    """An arm's held-out score per repeat and round (mean over the evaluated suites), and the wall time its
+    rounds recorded (so an arm finished before a resume keeps its time)."""
     runs = [run_name(experiment, arm, repeat) for repeat in range(1, repeats + 1)]
     accuracy, positives = [], []
     for run in runs:
@@ -151,6 +151,7 @@ def arm_result(store: Store, experiment: str, arm: str, objective: str, rounds: 
         )
         by_round = {row["round"]: row["n"] for row in counts}
         positives.append([by_round.get(r, 0) for r in range(1, rounds + 1)])
+    wall_s = store.query("SELECT coalesce(sum(wall_s), 0) AS s FROM rounds WHERE run IN ?", [runs])[0]["s"]
     return ArmResult(arm, objective, runs, accuracy, positives, wall_s)
 
 
