@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -89,6 +89,10 @@ class CutConfig(StrictModel):
         "with an Align-N row's loss (L1 + L2) / 2 (example: what the official wwxu21/CUT code does)",
     )
     lam: float = Field(1.1, ge=1, description="λ: a token is flagged when p(y_t|x,j-) > λ·p(y_t|x,j+)")
+    lam_by_round: list[Annotated[float, Field(ge=1)]] | None = Field(
+        None, min_length=1, description="λ of round r in place of lam: the r-th value, the last for later rounds "
+        "(e.g. [1.5, 1.3, 1.1] lowers it round by round)",
+    )
     alpha: float = Field(1.0, ge=0, description="α: weight of the unlikelihood term on flagged tokens")
     misalign_context: Literal["instruction", "fake_positive"] = Field(
         "instruction", description="context of the Misalign rows: the bare instruction or a fake positive judgment"
@@ -126,6 +130,13 @@ class CutConfig(StrictModel):
     seed: int = Field(42, description="seed for sampling rows, LoRA init and dropout")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
+
+    def for_round(self, round: int) -> CutConfig:
+        """The settings round `round` trains with: its λ from `lam_by_round`, when set."""
+        if self.lam_by_round is None:
+            return self
+        return self.model_copy(update={"lam": self.lam_by_round[min(round, len(self.lam_by_round)) - 1],
+                                       "lam_by_round": None})
 
     @model_validator(mode="after")
     def _processes_need_accelerate(self) -> CutConfig:

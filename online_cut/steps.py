@@ -313,13 +313,14 @@ def train(ctx: RunContext, round: int, judge_id: str) -> records.Adapter | None:
              state.adapter_in or "the base model",
              f" on work pool {ctx.config.placement.train}" if ctx.config.placement.train else "")
     init_adapter = Path(parent.path) if parent else None
-    if ctx.config.placement.train is not None:
-        url = step_url(ctx.config.placement, ctx.run, round, "train")
-        result = train_on_pool(ctx.config, triples, out_dir, init_adapter, url)
-    elif ctx.config.cut.launcher == "accelerate":
-        result = train_launched(ctx.config, triples, out_dir, init_adapter)
+    config = ctx.config.model_copy(update={"cut": ctx.config.cut.for_round(round)})
+    if config.placement.train is not None:
+        url = step_url(config.placement, ctx.run, round, "train")
+        result = train_on_pool(config, triples, out_dir, init_adapter, url)
+    elif config.cut.launcher == "accelerate":
+        result = train_launched(config, triples, out_dir, init_adapter)
     else:
-        result = train_adapter(ctx.config.cut, ctx.base_model, triples, out_dir, init_adapter=init_adapter)
+        result = train_adapter(config.cut, ctx.base_model, triples, out_dir, init_adapter=init_adapter)
     candidate = records.Adapter(
         adapter_id=f"{ctx.run}-round-{round}",
         run=ctx.run,

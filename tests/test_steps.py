@@ -195,3 +195,36 @@ def test_replay_adds_a_seeded_share_of_earlier_rounds(tiny_model, tmp_path) -> N
     assert [t.round for t in chosen] == [3, 3, 3, 3, chosen[4].round, chosen[5].round]
     assert {t.round for t in chosen[4:]} <= {1, 2}
     assert chosen == steps.training_triples(ctx, 3, "rule:addition")  # a resumed round trains on the same set
+
+
+def test_a_round_trains_with_its_lambda_from_lam_by_round(tiny_model, tmp_path, monkeypatch) -> None:
+    from cut import trainer
+    from storage import records
+
+    ctx = make_context(tmp_path, tiny_model)
+    cut = ctx.config.cut.model_copy(update={"lam_by_round": [1.5, 1.2]})
+    ctx = steps.RunContext(ctx.config.model_copy(update={"cut": cut}), ctx.run, ctx.store)
+    ctx.store.add_run(ctx.run)
+    prompt = records.Prompt(instruction="What is 2 + 2?")
+    ctx.store.add_prompts([prompt])
+    for round in (1, 2, 3):
+        steps.start_round(ctx, round)
+        responses = [records.Response(run=ctx.run, round=round, prompt_id=prompt.prompt_id, text=text, sample_index=i)
+                     for i, text in enumerate(("4", "5"))]
+        ctx.store.add_responses(responses)
+        ctx.store.add_judgments([
+            records.Judgment(response_id=responses[0].response_id, judge="rule:addition", verdict="positive"),
+            records.Judgment(response_id=responses[1].response_id, judge="rule:addition", verdict="negative",
+                             judgment="The sum is 4, not 5."),
+        ])
+    trained_with: list[float] = []
+
+    def record_lambda(config, *args, **kwargs):
+        trained_with.append(config.lam)
+        raise RuntimeError("stop after recording")
+
+    monkeypatch.setattr(trainer, "train", record_lambda)
+    for round in (1, 2, 3):
+        with pytest.raises(RuntimeError, match="stop after recording"):
+            steps.train(ctx, round, "rule:addition")
+    assert trained_with == [1.5, 1.2, 1.2]  # the last value for the rounds after the list
