@@ -269,7 +269,9 @@ def write_results(path: Path, results: list[ArmResult], *, command: str, config_
            "The arms (`cut` settings over the resolved config below):\n\n"
            + "".join(f"- `{arm}`: {json.dumps(settings)}\n" for arm, settings in arms.items()) + "\n")
         + OBJECTIVES_HEADING + "".join(f"- `{name}`: {line}\n" for name, line in OBJECTIVE_SUMMARIES.items()) + "\n"
-        f"- command: `{command}`\n- machine: {machine()}\n- wall time: {wall_s / 60:.1f} min in all\n"
+        f"- command: `{command}`\n- machine: {machine()}\n"
+        f"- wall time: {wall_s / 60:.1f} min for this command; the arms' rounds took "
+        f"{sum(r.wall_s for r in results) / 60:.1f} min as stored (a resumed experiment's first part included)\n"
         f"- seed: {seed}\n\n<details><summary>resolved config</summary>\n\n```yaml\n{config_text}```\n</details>\n\n"
         + notes
     )

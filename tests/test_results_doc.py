@@ -52,6 +52,7 @@ def test_repeats_give_mean_and_standard_error_and_cuts_paired_differences(tmp_pa
     # Differences 0.1, 0.1, 0.2: mean 13.3 points, sd 5.77 → standard error 3.3.
     assert "| cut − sft | +13.3 ± 3.3 |" in text
     assert "mean over the 3 repeats" in text
+    assert "- wall time: 2.0 min for this command; the arms' rounds took 2.5 min as stored" in text
 
 
 def test_every_cut_arm_is_paired_against_every_baseline_and_not_against_another_cut_arm(tmp_path: Path) -> None:
