@@ -13,6 +13,7 @@ the main process writes the adapter. Run directly, it is one process and the sam
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import shutil
@@ -39,6 +40,10 @@ from cut.objective import cut_loss
 from cut.pairs import preference_pairs
 from cut.rows import TokenRow, build_rows
 from cut.scoring import FlaggedToken, RowScore, flagged_tokens, row_scores
+
+log = logging.getLogger(__name__)
+# A training logs about this many step lines (and its last), the terminal's and the UI's progress.
+LOGGED_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,9 @@ def train(
 
     model.train()
     metrics: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, desc=f"train ({config.objective})", unit="step",
-               disable=not (progress and accelerator.is_main_process))
+    reports = progress and accelerator.is_main_process
+    bar = tqdm(total=total_steps, desc=f"train ({config.objective})", unit="step", disable=not reports)
+    log_every = max(1, total_steps // LOGGED_STEPS)
     for epoch in range(config.epochs):
         batches = micro_batches(units, config.micro_batch_size, config.length_window, rng)
         for step_index in range(steps_per_epoch):
@@ -174,6 +180,8 @@ def train(
             metrics.append(step)
             bar.update()
             bar.set_postfix({k: f"{v:.3g}" for k, v in step.items() if k not in ("step", "epoch", "lr")})
+            if reports and (step["step"] % log_every == 0 or step["step"] == total_steps):
+                log.info("training step %d/%d: loss %.4g", step["step"], total_steps, step["loss"])
     bar.close()
 
     accelerator.wait_for_everyone()

@@ -22,6 +22,7 @@ from judges.openai_batch import StoreBatchLedger
 from online_cut import experiment as exp
 from online_cut.config import dump_config, load_config
 from online_cut.judge_setup import configured_judge
+from online_cut.logs import show_progress
 from online_cut.placement import check_pools
 from online_cut.steps import RunContext, start_round
 from samplers.factory import open_sampler
@@ -44,6 +45,7 @@ def experiment(
     one per objective of `objectives` (default: every one in `cut.config.OBJECTIVES`). `dev` scores
     them on the suites' dev prompts (`evaluation.split: dev`), to choose settings on."""
     arms = arms or {objective: {"objective": objective} for objective in objectives or OBJECTIVES}
+    show_progress()
     logger = get_run_logger()
     started = time.perf_counter()
     settings = load_config(Path(config))

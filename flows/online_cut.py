@@ -35,8 +35,6 @@ from storage.exporter import export_parquet
 from storage.store import Store
 from tasks import steps
 
-show_progress()
-
 
 # Its parameters are the run's live objects (store context, warm engine, judge), not user
 # input: nothing to validate, and their classes cannot be rebuilt from a served entry point.
@@ -71,6 +69,7 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     `run` names the alignment run in the store; run it again with the same name to resume.
     Default: this flow run's name.
     """
+    show_progress()
     logger = get_run_logger()
     settings = load_config(Path(config), {"rounds": rounds} if rounds is not None else None)
     placement.check_pools(settings.placement)
@@ -96,4 +95,5 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
 @flow(name=placement.STEP_FLOW, flow_run_name="{step}")
 def online_cut_step(step: Literal["judge", "train"], exchange: str) -> None:
     """Run a placed `step` on its inputs under `exchange`/in and write its outputs to `exchange`/out."""
+    show_progress()
     placement.run_step(step, exchange)

@@ -192,6 +192,8 @@ def judge(ctx: RunContext, judge: Judge, round: int, progress: Progress | None =
     # A model judge's cache has stored each judgment as it was made (judges/base.py); a rule
     # critic has no cache and answers at once. Writes are idempotent.
     verdicts = judge.judge_many_sync(items, judged)
+    log.info("round %d: judged %d (%d positive, %d failed)", round, len(verdicts),
+             sum(v.verdict == "positive" for v in verdicts), sum(v.status == "failed" for v in verdicts))
     added = ctx.store.add_judgments(stored_judgment(i.response_id, judge.judge_id, v) for i, v in zip(items, verdicts))
     ctx.store.record_round_step(ctx.run, round, "judge", time.perf_counter() - started)
     return added
@@ -444,6 +446,8 @@ def measure(ctx: RunContext, sampler: Sampler, round: int, role: str, adapter: r
     """The adapter's evaluation on a held-out set: `evaluation.metric` as its score, both figures in details."""
     measured = held_out_score(sampler, adapter, held_out)
     metric = ctx.config.evaluation.metric
+    log.info("round %d: held-out %s on %s (%s): %s %.3f over %d prompts", round, role, held_out.name,
+             adapter.adapter_id if adapter else "base model", metric, measured.value(metric), measured.n)
     return records.Evaluation(
         run=ctx.run, round=round, role=role, suite=held_out.name, score=measured.value(metric), n=measured.n,
         adapter_id=adapter.adapter_id if adapter else None, judge=held_out.judge.judge_id,

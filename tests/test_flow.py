@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,16 @@ def test_deployment_runs_two_rounds_from_the_prefect_cli(prefect_env, tiny_model
 
     artifact_keys = _artifact_keys(prefect_env)
     assert {"e2e-round-1", "e2e-round-2", "e2e-flagged-1", "e2e-progress", "e2e-metrics"} <= artifact_keys
+
+    # The served flow's own progress lines reach its output, not only Prefect's state events.
+    served = log.read_text()
+    for round in (1, 2):
+        for line in (rf"round {round}: sampling {PER_ROUND} prompts x {SAMPLES}",
+                     rf"round {round}: judged {PER_ROUND * SAMPLES} \(\d+ positive, 0 failed\)",
+                     rf"round {round}: training cut on", rf"round {round}: held-out candidate on addition",
+                     rf"round {round}: (promoted|rejected) — held-out score"):
+            assert re.search(line, served), f"no line {line!r} in the served deployment's output"
+    assert len(re.findall(r"training step \d+/\d+: loss", served)) >= 2
 
 
 def test_deployment_runs_through_work_pools_with_placed_steps(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
