@@ -250,6 +250,30 @@ def test_killed_run_resumes_without_duplicates_or_repaid_judgments(
     assert requests_after == total - judged_before, "an already judged response was sent to the judge again"
 
 
+def test_a_run_killed_while_refining_resumes_with_one_refinement_per_negative(
+    prefect_env, tiny_model: Path, tmp_path: Path
+) -> None:
+    """SIGKILL during ILF's refine step, then a rerun: every negative has one refinement, judged once."""
+    with running_stand_in(fault_rate=0.0, latency_s=1.0) as judge_url:  # slow replies: the kill lands mid-step
+        config = write_config(
+            tmp_path, tiny_model, rounds=1, sampler={"backend": "transformers"}, cut={"objective": "ilf"},
+            judge={"kind": "openai", "base_url": judge_url, "model": "critic", "concurrency": 2},
+        )
+        command = [ONLINE_CUT, "run", "--config", str(config), "--run", "refined"]
+        with killed_after(command, prefect_env, tmp_path, "round 1: refining"):
+            pass
+        db = tmp_path / "store.duckdb"
+        assert query(db, "SELECT refine_s FROM rounds WHERE run = 'refined'") == [(None,)], "the kill missed refine"
+        second = subprocess.run(command, env=prefect_env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 0, second.stderr[-5000:]
+
+    negatives = query(db, "SELECT response_id FROM triples WHERE run = 'refined' AND verdict = 'negative' ORDER BY 1")
+    refined = query(db, "SELECT response_id FROM refinements ORDER BY 1")
+    assert negatives and refined == negatives  # one each, none twice
+    assert query(db, "SELECT count(*) FROM refinements WHERE verdict = 'failed'") == [(0,)]
+    assert query(db, "SELECT refine_s IS NOT NULL, status FROM rounds WHERE run = 'refined'") == [(True, "done")]
+
+
 def test_a_killed_attempt_is_marked_crashed_by_the_attempt_that_resumes_it(
     prefect_env, tiny_model: Path, tmp_path: Path
 ) -> None:
