@@ -40,11 +40,12 @@ fi
 run="demo-$(date +%Y%m%d-%H%M%S)"
 echo "demo: 2 rounds as run $run (the first round starts the vLLM engine: 2-3 minutes on 2 cores)"
 # The served flow's own progress lines (sampling, judged, training steps, held-out scores, the
-# gate), shown beside the state events the watch prints.
-tail -n0 -F "$STATE/serve.log" 2>/dev/null | grep --line-buffered -E ' - (round [0-9]+: |training step )' &
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+# gate), shown beside the state events the watch prints. Only the follower is stopped after it:
+# the server and the deployment started above are this shell's jobs too and must keep running.
+tail -n0 -F --pid=$$ "$STATE/serve.log" 2>/dev/null > >(grep --line-buffered -E ' - (round [0-9]+: |training step )') &
+follower=$!
 "$BIN/prefect" deployment run online-cut/online-cut -p rounds=2 -p run="$run" --watch
-kill $(jobs -p) 2>/dev/null || true
+kill "$follower" 2>/dev/null || true
 
 echo
 "$BIN/online-cut" sql "SELECT round, responses, positive_share, round(last_loss, 3) AS loss,
