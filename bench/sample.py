@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -160,7 +161,8 @@ def main() -> None:
     from online_cut.base_model import shipped_model_dir
     from online_cut.config import load_config
     from samplers.adapters import write_merged_weights
-    from samplers.random_adapter import write_random_adapter
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from random_adapter import write_random_adapter
     from samplers.records import SamplingSettings
 
     model = str(shipped_model_dir())

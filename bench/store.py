@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "cut-paper"
 
-from storage.cut_format import read_cut_records  # noqa: E402
+from formats.triple_file import read_cut_records  # noqa: E402
 from storage.exporter import export_parquet  # noqa: E402
 from storage.importer import import_file  # noqa: E402
 from storage.records import TrainingStep  # noqa: E402

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from online_cut.strict import StrictModel
+from formats.strict_model import StrictModel
 
 
 class LoraConfig(StrictModel):

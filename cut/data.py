@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.cut_format import read_cut_records
+from formats.triple_file import read_cut_records
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ same ids under every context. Contexts per objective (templates in `CutConfig.te
 - dpo: every triple → x (the trainer pairs the rows; `cut.pairs`)
 - forward: every triple → two rows, x predicting the response, and [x, y] (the `forward`
   template) predicting the judgment (j+ for positives: the judge's words, else the configured text)
-- ilf: positives only → x, as sft; the round (`online_cut.steps.refine`) adds each accepted
+- ilf: positives only → x, as sft; the round (`rounds.refine.refine`) adds each accepted
   refinement y* of a negative as a positive triple (x, y*)
 
 A row's target — the ids after its context, the ones that carry the loss — is the response,

@@ -3,7 +3,7 @@ same round-1 samples.
 
 One warm sampler serves every run; each objective's rounds are the ordinary `round-N`
 subflows, so the experiment is watched in the Prefect UI like any run, and a rerun with the
-same name continues where it stopped (see `online_cut.experiment`).
+same name continues where it stopped (see rounds/experiment.py; rounds/results.py writes the table).
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ from cut.config import OBJECTIVES
 from flows.online_cut import alignment_round
 from judges.cache import StoreJudgmentCache
 from judges.openai_batch import StoreBatchLedger
-from online_cut import experiment as exp
 from online_cut.config import dump_config, load_config
-from online_cut.judge_setup import configured_judge
 from online_cut.logs import show_progress
-from online_cut.placement import check_pools
-from online_cut.steps import RunContext, start_round
+from rounds import experiment as exp
+from rounds.results import arm_result, write_results
+from rounds.context import RunContext
 from samplers.factory import open_sampler
 from storage.store import Store
 from tasks import steps
+from tasks.judge_setup import configured_judge
+from tasks.placement import check_pools
 
 
 @flow(name="online-cut-experiment", log_prints=True)
@@ -61,7 +62,7 @@ def experiment(
             repeated = exp.repeat_config(settings, repeat)
             shared = RunContext(repeated, exp.shared_run(name, repeat), store)
             store.add_run(shared.run, config=repeated.model_dump(mode="json"))
-            start_round(shared, 1)
+            steps.start_round(shared, 1)
             steps.sample(shared, sampler, 1)
             steps.judge(shared, judge, 1)
             exp.evaluate_base(shared, sampler, judge)
@@ -72,14 +73,14 @@ def experiment(
                 for round in range(1, settings.rounds + 1):
                     alignment_round.with_options(flow_run_name=f"{ctx.run}-round-{round}")(ctx, sampler, judge, round)
                 logger.info("repeat %d, %s: rounds done", repeat, arm)
-    outcomes = [exp.arm_result(store, name, arm, arm_configs[arm].cut.objective, settings.rounds, repeats)
+    outcomes = [arm_result(store, name, arm, arm_configs[arm].cut.objective, settings.rounds, repeats)
                 for arm in arms]
     for outcome in outcomes:
         logger.info("%s: held-out score per repeat and round %s", outcome.arm, outcome.accuracy)
     command = shlex.join(["online-cut", "experiment", "--config", config, "--name", name,
                           *exp.arm_options(arms), *(["--dev"] if dev else []), "--repeats", str(repeats),
                           "--results", results])
-    exp.write_results(
+    write_results(
         Path(results), outcomes, command=command, config_text=dump_config(settings),
         wall_s=time.perf_counter() - started, seed=settings.cut.seed,
         held_out=exp.held_out_names(RunContext(settings, exp.shared_run(name), store), judge),

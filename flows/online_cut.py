@@ -2,8 +2,7 @@
 
     sample → judge → (refine, objective ilf only) → train → evaluate → promote, round after round
 
-and `online-cut-step`, a round's step that the config places on a work pool, run there by a
-worker (`online_cut.placement`; deployed once per pool from prefect.yaml).
+A step the config places on a work pool runs there as the `online-cut-step` flow (flows/step.py).
 
 Each round is a subflow (one row per round in the Prefect UI) with its own artifacts. The
 store is the source of truth for what is done, so running a crashed or cancelled run again
@@ -15,25 +14,23 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows import attempts, reporting
+from flows import artifacts, attempts
 from judges.base import Judge
 from judges.cache import StoreJudgmentCache
 from judges.openai_batch import StoreBatchLedger
 from online_cut.config import load_config
-from online_cut.judge_setup import configured_judge
 from online_cut.logs import show_progress
-from online_cut import placement
-from online_cut.steps import RunContext, mirror_round, start_round
+from rounds.context import RunContext
 from samplers.base import Sampler
 from samplers.factory import open_sampler
-from storage.exporter import export_parquet
 from storage.store import Store
 from tasks import steps
+from tasks.judge_setup import configured_judge
+from tasks.placement import check_pools
 
 
 # Its parameters are the run's live objects (store context, warm engine, judge), not user
@@ -42,7 +39,7 @@ from tasks import steps
 def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge, round: int) -> bool:
     """One round; returns whether its candidate was promoted."""
     started = time.perf_counter()
-    state = start_round(ctx, round)
+    state = steps.start_round(ctx, round)
     if state.gate_decision is None:
         earlier_s = sum(s or 0.0 for s in (state.sample_s, state.judge_s, state.refine_s, state.train_s, state.eval_s))
         steps.sample(ctx, sampler, round)
@@ -56,9 +53,9 @@ def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge, round: int)
     else:  # decided by an earlier attempt, which may have stopped before what follows
         promoted = state.gate_decision == "promoted"
     # What `online-cut sql` reads while a later round holds the store's write lock; all idempotent.
-    export_parquet(ctx.store, ctx.config.storage.exports_dir, run=ctx.run, round=round)
-    mirror_round(ctx, round)
-    reporting.publish_round(ctx, round)
+    steps.export(ctx, round)
+    steps.mirror_round(ctx, round)
+    artifacts.publish_round(ctx, round)
     return promoted
 
 
@@ -72,11 +69,11 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     show_progress()
     logger = get_run_logger()
     settings = load_config(Path(config), {"rounds": rounds} if rounds is not None else None)
-    placement.check_pools(settings.placement)
+    check_pools(settings.placement)
     run = run or flow_run.get_name()
     this_attempt, run_attempts = attempts.begin_attempt(run)
     if len(run_attempts) > 1:
-        reporting.publish_attempts(run, this_attempt, run_attempts)
+        artifacts.publish_attempts(run, this_attempt, run_attempts)
     store = Store.from_config(settings.storage)
     store.add_run(run, config=settings.model_dump(mode="json"))
     ctx = RunContext(settings, run, store)
@@ -87,13 +84,7 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
         logger.info("sampler %s: %s", sampler.backend, sampler.reason)
         for round in range(1, settings.rounds + 1):
             alignment_round(ctx, sampler, judge, round)
-            reporting.publish_progress(ctx, round)
-    reporting.publish_run(ctx)
+            artifacts.publish_progress(ctx, round)
+    artifacts.publish_run(ctx)
     return run
 
-
-@flow(name=placement.STEP_FLOW, flow_run_name="{step}")
-def online_cut_step(step: Literal["judge", "train"], exchange: str) -> None:
-    """Run a placed `step` on its inputs under `exchange`/in and write its outputs to `exchange`/out."""
-    show_progress()
-    placement.run_step(step, exchange)

@@ -52,24 +52,8 @@ class StoreJudgmentCache:
         self.offline_run = offline_run
 
     def get_many(self, judge_id: str, items: Sequence[JudgeItem]) -> list[Judgment | None]:
-        """One query for the batch (`Store.cached_judgment` answers one item per connection)."""
-        from storage.keys import prompt_id
-        from storage.records import Judgment as StoredJudgment
-
-        prompt_ids = [prompt_id(item.instruction, item.input) for item in items]
-        rows = self.store.query(
-            "SELECT r.prompt_id AS cached_prompt_id, r.text AS cached_text, j.* EXCLUDE (created_at) "
-            "FROM judgments j JOIN responses r USING (response_id) "
-            "WHERE j.judge = ? AND j.verdict <> 'failed' AND r.prompt_id IN (SELECT unnest(?::VARCHAR[])) "
-            "ORDER BY j.created_at DESC",
-            [judge_id, sorted(set(prompt_ids))],
-        )
-        # Oldest last, so the first stored judgment of each (prompt, response) wins.
-        found = {(row.pop("cached_prompt_id"), row.pop("cached_text")): StoredJudgment.model_validate(row) for row in rows}
-        return [
-            None if (stored := found.get((pid, item.response))) is None else _from_stored(stored)
-            for pid, item in zip(prompt_ids, items)
-        ]
+        stored = self.store.cached_judgments([(item.instruction, item.input, item.response) for item in items], judge_id)
+        return [None if judgment is None else _from_stored(judgment) for judgment in stored]
 
     def put_many(self, judge_id: str, entries: Sequence[tuple[JudgeItem, Judgment]]) -> None:
         from storage.records import Prompt, Response

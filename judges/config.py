@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from judges.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, check_template
-from online_cut.strict import StrictModel
+from formats.strict_model import StrictModel
 
 
 class JudgeConfig(StrictModel):

@@ -47,6 +47,7 @@ def build_judge(
     api_key: KeyProvider | None = None,
     cache: JudgmentCache | None = None,
     ledger: BatchLedger | None = None,
+    critic_path: Path | None = None,
 ) -> Judge:
     """The judge the config selects.
 
@@ -54,7 +55,8 @@ def build_judge(
     `config.api_key_env`); a config naming a Prefect Secret block (`api_key_secret`) needs the
     caller to pass a provider reading it, since nothing under judges/ imports Prefect.
     Mode 'batch' records its batches in `ledger`, so a rerun polls them instead of paying again.
-    Rule critics are instant and free, so they take no cache.
+    Rule critics are instant and free, so they take no cache. A local critic's model is
+    `config.critic_path`, else `critic_path` (the application passes its shipped model).
     """
     if config.kind == "rule":
         return {"addition": AdditionCritic, "format": FormatCritic, "sums": SumsCritic}[config.rule]()
@@ -72,8 +74,9 @@ def build_judge(
                 raise ValueError("judge.mode batch needs a store to record its batches in (online-cut judge: --db)")
             return OpenAIBatchJudge(config, api_key, judge_id, ledger, cache)
         return OpenAIJudge(config, api_key, judge_id, cache)
-    from online_cut.base_model import shipped_model_dir
-
-    critic_path = str(Path(config.critic_path) if config.critic_path is not None else shipped_model_dir())
-    judge_id = f"local:{Path(critic_path).name}@{config_fingerprint(config, critic_path)}"
-    return LocalCritic(config, critic_path, judge_id, cache=cache)
+    model = config.critic_path if config.critic_path is not None else critic_path
+    if model is None:
+        raise ValueError("judge.kind local: set judge.critic_path to the critic's model folder")
+    model = str(model)
+    judge_id = f"local:{Path(model).name}@{config_fingerprint(config, model)}"
+    return LocalCritic(config, model, judge_id, cache=cache)

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from cut.config import CutConfig
 from judges.config import JudgeConfig
 from online_cut.base_model import default_cache_dir, is_prepared, shipped_model_dir
-from online_cut.strict import ExistingFile, StrictModel
+from formats.strict_model import ExistingFile, StrictModel
 from samplers.config import PromptsConfig, SamplerConfig
 from storage.config import StorageConfig
 from storage.redact import redact_url, register_secret, url_credentials

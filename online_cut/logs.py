@@ -2,7 +2,7 @@
 
 import logging
 
-PROJECT_LOGGERS = ("online_cut", "samplers", "judges", "cut", "storage")
+PROJECT_LOGGERS = ("online_cut", "rounds", "tasks", "samplers", "judges", "cut", "storage")
 
 
 def show_progress() -> None:

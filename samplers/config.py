@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from online_cut.strict import ExistingFile, StrictModel
+from formats.strict_model import ExistingFile, StrictModel
 
 
 class SamplerConfig(StrictModel):

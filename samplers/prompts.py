@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from samplers.config import PromptsConfig
 from samplers.records import Prompt
-from storage.cut_format import CutFormatError, read_records
+from formats.triple_file import CutFormatError, read_records
 
 Split = Literal["train", "heldout"]
 SUITES = ("addition", "format", "sums")
@@ -42,15 +41,6 @@ def read_prompt_file(path: Path) -> list[Prompt]:
     if not records:
         raise PromptSourceError(f"{path}: no records")
     return [_prompt_from_record(record, f"{path}: {place}") for place, record in records]
-
-
-def prompts_from_instructions(instructions: Iterable[str | tuple[str, str]]) -> list[Prompt]:
-    """Prompts for instructions already at hand, e.g. those of stored triples: `text` or `(instruction, input)`."""
-    prompts = []
-    for item in instructions:
-        instruction, input_text = (item, "") if isinstance(item, str) else item
-        prompts.append(Prompt(instruction, input_text or ""))
-    return prompts
 
 
 def round_prompts(config: PromptsConfig, round_index: int) -> list[Prompt]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from samplers.config import SamplerConfig
+from storage import keys
 
 
 @dataclass(frozen=True)
@@ -20,9 +19,8 @@ class Prompt:
 
     @property
     def prompt_id(self) -> str:
-        """Stable across runs and machines: the same instruction and input give the same id."""
-        payload = json.dumps([self.instruction, self.input], ensure_ascii=False)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+        """The store's id of this prompt: the same instruction and input give the same id everywhere."""
+        return keys.prompt_id(self.instruction, self.input)
 
     def user_message(self) -> str:
         """The user turn the chat template wraps: the CUT paper's `instruction + "\\n" + input`, the

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from online_cut.strict import LocalPath, StrictModel
+from formats.strict_model import LocalPath, StrictModel
 
 
 class StorageConfig(StrictModel):

@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
-from storage.cut_format import write_cut_records
+from formats.triple_file import write_records
 from storage.records import Triple
 from storage.store import Store
 
@@ -61,6 +57,15 @@ class ExportedRound:
     triples: int
 
 
+def export_folder(run: str, round: int) -> Path:
+    """Where a round's export lies under the exports folder (and a mirror): Hive-style `run=<run>/round=<r>`."""
+    return Path(f"run={run}", f"round={round}")
+
+
+# Every round's export file, for readers of the whole folder.
+EXPORT_GLOB = str(Path("run=*", "round=*", EXPORT_FILE))
+
+
 def export_parquet(
     store: Store, out_dir: Path, *, run: str | None = None, round: int | None = None, judge: str | None = None
 ) -> list[ExportedRound]:
@@ -72,7 +77,7 @@ def export_parquet(
             "SELECT run, round, count(*) FROM export_rows GROUP BY ALL ORDER BY run, round"
         ).fetchall()
         for part_run, part_round, count in partitions:
-            folder = out_dir / f"run={part_run}" / f"round={part_round}"
+            folder = out_dir / export_folder(part_run, part_round)
             folder.mkdir(parents=True, exist_ok=True)
             partial = folder / f"{EXPORT_FILE}.partial"
             # COPY takes no parameters; run names are restricted to [A-Za-z0-9._-] and rounds are ints.
@@ -104,7 +109,7 @@ def export_cut(
 ) -> int:
     """Write the CUT paper's format (a JSON list, or JSON Lines); returns the number of triples written."""
     records = cut_records(store, run=run, round=round, judge=judge)
-    write_cut_records(out, records, jsonl=jsonl)
+    write_records(out, records, format="jsonl" if jsonl else "json")
     return len(records)
 
 
@@ -131,26 +136,3 @@ def shaped_record(shape: str, triple: Triple) -> dict[str, Any]:
 
 def pair_record(chosen: Triple, rejected: Triple) -> dict[str, Any]:
     return {"prompt": prompt_text(chosen), "chosen": chosen.response, "rejected": rejected.response}
-
-
-def write_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Write `records` as JSON Lines or Parquet (by `path`'s suffix), whole or not at all."""
-    suffix = path.suffix.lower()
-    if suffix not in SHAPE_SUFFIXES:
-        raise ValueError(f"{path}: write .jsonl or .parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    try:
-        if suffix == ".jsonl":
-            partial.write_text(lines, encoding="utf-8")
-        else:
-            with tempfile.TemporaryDirectory() as scratch:
-                source = Path(scratch) / "records.jsonl"
-                source.write_text(lines, encoding="utf-8")
-                with duckdb.connect() as db:
-                    db.execute(f"COPY (SELECT * FROM read_json('{_sql_string(source)}', format = 'newline_delimited')) "
-                               f"TO '{_sql_string(partial)}' (FORMAT parquet)")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from storage.cut_format import CutRecord, read_cut_records
+from formats.triple_file import CutRecord, read_cut_records
 from storage.records import Judgment, Prompt, Response, RunName
 from storage.store import Store, Transaction
 

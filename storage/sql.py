@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 
 from storage.connection import StoreLocked, connect
-from storage.exporter import EXPORT_FILE
+from storage.exporter import EXPORT_GLOB
 
 # The settings that keep a user's query inside the store; `lock_configuration` last, so the
 # rest can no longer be changed by `SET` or `RESET`.
@@ -147,7 +147,7 @@ def _execute(db: duckdb.DuckDBPyConnection, sql: str, timeout_s: float, note: st
 def _query_exports(
     sql: str, exports_dir: Path, locked: StoreLocked, *, timeout_s: float, memory_limit: str
 ) -> QueryResult:
-    files = sorted(exports_dir.glob(f"run=*/round=*/{EXPORT_FILE}"))
+    files = sorted(exports_dir.glob(EXPORT_GLOB))
     if not files:
         raise StoreUnavailable(
             f"{locked.path} is locked by {locked.holder} (a writer: the pipeline or an import), and there is no "
@@ -159,7 +159,7 @@ def _query_exports(
         f"{locked.path} is locked by {locked.holder}; reading the Parquet exports in {exports_dir} "
         f"({len(files)} round files, newest written {newest}); only the `triples` table is available there"
     )
-    pattern = str(exports_dir / "run=*" / "round=*" / EXPORT_FILE).replace("'", "''")
+    pattern = str(exports_dir / EXPORT_GLOB).replace("'", "''")
     db = duckdb.connect(config={"memory_limit": memory_limit})
     try:
         # Copied in, not a view: once file access is off, nothing outside this database can be read or written.

@@ -149,6 +149,16 @@ class Transaction:
         if not updated or updated[0] == 0:
             raise KeyError(f"no adapter {adapter_id!r} in the store")
 
+    def move_live(self, run: str, adapter_id: str | None, reason: str, retired_reason: str) -> None:
+        """Make `adapter_id` the run's one live adapter (None: the base model), retiring whichever is live now."""
+        self.db.execute(
+            "UPDATE adapters SET status = 'retired', status_reason = ? WHERE run = ? AND status = 'live' "
+            "AND adapter_id IS DISTINCT FROM ?",
+            [retired_reason, run, adapter_id],
+        )
+        if adapter_id is not None:
+            self.set_adapter_status(adapter_id, "live", reason)
+
     def add_training_steps(self, steps: Iterable[TrainingStep]) -> int:
         return self._insert("training_steps", [s.model_dump() for s in steps], key=("run", "round", "step"))
 
@@ -365,12 +375,9 @@ class Store:
         )
         return [Response.model_validate(row) for row in rows]
 
-    def cached_judgment(self, instruction: str, input: str, response: str, judge: str) -> Judgment | None:
-        """A stored positive/negative judgment by `judge` of this exact (instruction, input, response), in any run."""
-        return self.cached_judgments([(instruction, input, response)], judge)[0]
-
     def cached_judgments(self, items: Sequence[tuple[str, str, str]], judge: str) -> list[Judgment | None]:
-        """`cached_judgment` for many (instruction, input, response) items in one read; None where none is stored."""
+        """The first stored positive/negative judgment by `judge` of each exact (instruction, input, response), in
+        any run, in one read; None where none is stored."""
         if not items:
             return []
         rows = self.query(

@@ -1,21 +1,30 @@
-"""The round's steps as Prefect tasks: each a few lines around `online_cut.steps`.
+"""The round's steps as Prefect tasks: each a few lines around its module in `rounds/`, choosing
+where it runs (a work pool, `accelerate launch`, this process) from the config.
 
-Only the judge step is retried by Prefect: judgments already made are in the store, so a
-retry pays for nothing twice. Sampling and training hold the engine and the model; a failure
-there ends the round and a rerun of the run continues from it.
+Only the judge step (and the store writes after it) is retried by Prefect: judgments already
+made are in the store, so a retry pays for nothing twice. Sampling and training hold the engine
+and the model; a failure there ends the round and a rerun of the run continues from it.
 """
 
 from __future__ import annotations
+
+import logging
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from judges.base import Judge
-from online_cut import steps
-from online_cut.steps import RunContext
+from rounds import context, evaluate as evaluating, gate, judge as judging, mirror, refine as refining
+from rounds import sample as sampling, train as training
+from rounds.context import RunContext
 from samplers.base import Sampler
 from storage import records
+from storage.exporter import export_parquet
+from tasks.placement import PlacedJudge, step_url
+from tasks.training import trainer_for
+
+log = logging.getLogger(__name__)
 
 # Steps that hold the accelerator carry this tag; `prefect concurrency-limit create gpu 1`
 # then keeps two runs from using one card at once (docs/scaling.md).
@@ -24,14 +33,24 @@ DEVICE_TAG = "gpu"
 PROGRESS_STEP = 5.0
 
 
+@task(name="start-round", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def start_round(ctx: RunContext, round: int) -> records.RoundState:
+    return context.start_round(ctx, round)
+
+
 @task(name="sample", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def sample(ctx: RunContext, sampler: Sampler, round: int) -> int:
-    return steps.sample(ctx, sampler, round)
+    return sampling.sample(ctx, sampler, round)
 
 
 @task(name="judge", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
 def judge(ctx: RunContext, judge: Judge, round: int) -> int:
-    """The round's judging, its share done shown as a progress artifact (a batch's wait can take hours)."""
+    """The round's judging (on `placement.judge`'s pool if set), its share done shown as a progress
+    artifact (a batch's wait can take hours)."""
+    pool = ctx.config.placement.judge
+    if pool is not None:
+        log.info("round %d: judging on work pool %s", round, pool)
+        judge = PlacedJudge(judge, ctx.config, step_url(ctx.config.placement, ctx.run, round, "judge"))
     artifact_id = create_progress_artifact(0.0, description=f"round {round}: responses judged", _sync=True)
     shown = 0.0
 
@@ -42,29 +61,43 @@ def judge(ctx: RunContext, judge: Judge, round: int) -> int:
             update_progress_artifact(artifact_id, progress=share, _sync=True)
             shown = share
 
-    return steps.judge(ctx, judge, round, judged)
+    return judging.judge(ctx, judge, round, judged)
 
 
 @task(name="refine", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def refine(ctx: RunContext, sampler: Sampler, judge: Judge, round: int) -> int:
-    return steps.refine(ctx, sampler, judge, round)
+    return refining.refine(ctx, sampler, judge, round)
 
 
 @task(name="train", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def train(ctx: RunContext, sampler: Sampler, round: int, judge_id: str) -> records.Adapter | None:
+    """The round's training, on `placement.train`'s pool, under `accelerate launch`, or here."""
+    if ctx.config.placement.train is not None:
+        log.info("round %d: training on work pool %s", round, ctx.config.placement.train)
     sampler.pause()  # frees the device for the trainer where the config asks for it
-    return steps.train(ctx, round, judge_id)
+    return training.train(ctx, round, judge_id, trainer_for(ctx.config, ctx.run, round))
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
 def evaluate(
     ctx: RunContext, sampler: Sampler, judge: Judge, round: int, candidate: records.Adapter | None
 ) -> dict[str, dict[str, float]]:
-    return steps.evaluate(ctx, sampler, judge, round, candidate)
+    return evaluating.evaluate(ctx, sampler, judge, round, candidate)
 
 
 @task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def promote(
     ctx: RunContext, round: int, candidate: records.Adapter | None, scores: dict[str, dict[str, float]], wall_s: float
 ) -> bool:
-    return steps.promote(ctx, round, candidate, scores, wall_s)
+    return gate.promote(ctx, round, candidate, scores, wall_s)
+
+
+@task(name="export", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def export(ctx: RunContext, round: int) -> None:
+    """The round's triples as Parquet, what `online-cut sql` reads while a later round holds the store's write lock."""
+    export_parquet(ctx.store, ctx.config.storage.exports_dir, run=ctx.run, round=round)
+
+
+@task(name="mirror", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def mirror_round(ctx: RunContext, round: int) -> None:
+    mirror.mirror_round(ctx, round)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from online_cut.base_model import build_tiny_llama, is_prepared, shipped_model_dir
-
 REPO = Path(__file__).resolve().parents[1]
+# The helpers in tests/support import as top-level modules, as they do when run as scripts.
+sys.path.insert(0, str(REPO / "tests" / "support"))
+
+from online_cut.base_model import is_prepared, shipped_model_dir  # noqa: E402
+from tiny_model import build_tiny_llama  # noqa: E402
 SHARED_DATA = REPO.parent / "shared" / "data" / "cut-paper"
 
 

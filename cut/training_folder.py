@@ -1,0 +1,97 @@
+"""The training folder: how a round's training in another process (under `accelerate launch`, or
+on a work pool's worker) gets its inputs and gives back its results.
+
+    <work>/triples.jsonl   the triples, CUT paper fields     write_inputs → `online-cut train --triples`
+    <work>/config.yaml     the run's config text              write_inputs → `online-cut train --config`
+    <out>/                 the adapter, metrics.jsonl,        write_result (by `online-cut train`) → read_result
+                           flagged.json, summary.json
+                           [, refinements.jsonl for ilf]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from formats.triple_file import write_records
+
+if TYPE_CHECKING:  # torch comes with these
+    from cut.data import Triple
+    from cut.trainer import TrainResult
+
+TRIPLES_FILE = "triples.jsonl"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+FLAGGED_FILE = "flagged.json"
+SUMMARY_FILE = "summary.json"
+REFINEMENTS_FILE = "refinements.jsonl"
+
+
+class LaunchError(RuntimeError):
+    """The training process failed; the message holds the end of its output."""
+
+
+def write_inputs(work: Path, config_text: str, triples: list[Triple]) -> None:
+    """`triples.jsonl` and `config.yaml` (the YAML text of the run's config) in `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    write_records(work / TRIPLES_FILE, [
+        {"instruction": t.instruction, "input": t.input, "output": t.response, "judgment": t.judgment, "score": t.score}
+        for t in triples
+    ], format="jsonl")
+    (work / CONFIG_FILE).write_text(config_text)
+
+
+def write_result(out_dir: Path, result: TrainResult, *, refinements: list[dict] | None = None,
+                 source: dict[str, Any] | None = None) -> None:
+    """What `read_result` reads back, beside the adapter in `out_dir`; `source` (e.g. the query the triples came
+    from) goes into summary.json."""
+    (out_dir / METRICS_FILE).write_text("".join(json.dumps(step) + "\n" for step in result.steps))
+    flagged = {str(i): [asdict(token) for token in tokens] for i, tokens in result.flagged.items()}
+    (out_dir / FLAGGED_FILE).write_text(json.dumps(flagged, indent=1))
+    if refinements is not None:
+        (out_dir / REFINEMENTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in refinements))
+    (out_dir / SUMMARY_FILE).write_text(
+        json.dumps({**(source or {}), "rows": result.rows, "dropped": result.dropped, "pairs": result.pairs})
+    )
+
+
+def read_result(out_dir: Path) -> TrainResult:
+    """The `TrainResult` an in-process training would have returned, from what `write_result` wrote."""
+    from cut.scoring import FlaggedToken
+    from cut.trainer import TrainResult
+
+    steps = [json.loads(line) for line in (out_dir / METRICS_FILE).read_text().splitlines()]
+    flagged = {
+        int(index): [FlaggedToken(**token) for token in tokens]
+        for index, tokens in json.loads((out_dir / FLAGGED_FILE).read_text()).items()
+    }
+    summary = json.loads((out_dir / SUMMARY_FILE).read_text())
+    pairs = [tuple(pair) for pair in summary.get("pairs", [])]
+    return TrainResult(out_dir, steps, flagged, [], summary["rows"], summary["dropped"], pairs=pairs)
+
+
+def train_command(work: Path, out_dir: Path, init_adapter: Path | None, *, launcher: str, processes: int) -> list[str]:
+    """`online-cut train` on the inputs in `work`: under `accelerate launch` when `launcher` says so."""
+    command = [sys.executable]
+    if launcher == "accelerate":
+        import torch
+
+        command += ["-m", "accelerate.commands.launch", "--num_processes", str(processes),
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if not torch.cuda.is_available():
+            command.append("--cpu")
+    command += ["-m", "online_cut.cli", "train", "--triples", str(work / TRIPLES_FILE),
+                "--config", str(work / CONFIG_FILE), "--out", str(out_dir), "--overwrite"]
+    if init_adapter is not None:
+        command += ["--init-adapter", str(init_adapter)]
+    return command
+
+
+def run_training(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise LaunchError(f"online-cut train exited with {done.returncode}:\n{done.stderr[-4000:]}")

@@ -1,0 +1,1 @@
+"""Shared formats every package may import: the strict base of config sections and the triple file."""

@@ -1,0 +1,3 @@
+from online_cut.cli import app
+
+app()

@@ -1,0 +1,95 @@
+"""Configs are validated before any work starts, and errors name the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from online_cut.config import ConfigError, Config, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "online_cut.cli", "config", "check", str(path)],
+        capture_output=True, text=True, cwd=REPO,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(name: str) -> None:
+    assert isinstance(load_config(REPO / "configs" / name), Config)
+
+
+def test_quickstart_selects_the_cpu_defaults() -> None:
+    config = load_config(REPO / "configs" / "quickstart.yaml")
+    assert config.model.path is None and config.model.hub_id is None  # the shipped model
+    assert config.judge.kind == "rule"
+    assert config.prompts.suite == "addition"
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "words"),
+    [
+        ({"cut": {"lamda": 1.2}}, "cut.lamda", "unknown key"),
+        ({"sampler": {"temprature": 0.7}}, "sampler.temprature", "unknown key"),
+        ({"rounds": "three"}, "rounds", "integer"),
+        ({"rounds": 0}, "rounds", "greater than or equal to 1"),
+        ({"cut": {"lam": 0.9}}, "cut.lam", "greater than or equal to 1"),
+        ({"cut": {"alpha": -0.5}}, "cut.alpha", "greater than or equal to 0"),
+        ({"model": {"path": "/no/such/model"}}, "model.path", "/no/such/model"),
+        ({"sampler": {"backend": "vllm-server"}}, "sampler", "base_url"),
+        ({"placement": {"train": "gpu"}}, "placement", "set `exchange`: train placed"),
+        ({"placement": {"judge": ""}}, "placement.judge", "at least 1 character"),
+        ({"placement": {"exchange": "exchange"}}, "placement.exchange", "an absolute folder or a URL"),
+    ],
+)
+def test_bad_config_error_names_file_and_key(tmp_path: Path, data: dict, key: str, words: str) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert str(path) in message
+    assert f"{key}:" in message and words in message
+
+
+def test_every_bad_key_is_reported_at_once(tmp_path: Path) -> None:
+    message = str(pytest.raises(ConfigError, load_config, write(tmp_path, {"rounds": 0, "cut": {"lam": 0}})).value)
+    assert "rounds:" in message and "cut.lam:" in message
+
+
+def test_broken_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("cut: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(path)
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_check_prints_resolved_defaults() -> None:
+    result = check(REPO / "configs" / "quickstart.yaml")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["cut"]["lora"]["r"] == 16  # a default the file does not set
+    assert resolved["rounds"] == 2
+
+
+def test_config_check_fails_naming_the_key(tmp_path: Path) -> None:
+    result = check(write(tmp_path, {"judge": {"kind": "gpt"}}))
+    assert result.returncode != 0
+    assert "judge.kind:" in result.stderr and "Traceback" not in result.stderr

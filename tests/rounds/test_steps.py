@@ -1,0 +1,231 @@
+"""The round's steps as plain functions (no Prefect): each is idempotent, the gate decides."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cut.data import Triple
+from cut.fingerprint import read_fingerprint
+from rounds import context, evaluate as evaluating, gate as gating, judge as judging, sample as sampling, train as training
+from storage import records
+from tasks.training import train_in_process
+from online_cut.config import parse_config
+from samplers.base import AdapterMismatchError
+from samplers.factory import open_sampler
+from random_adapter import write_random_adapter
+from samplers.records import Prompt
+from storage.store import Store
+
+
+def make_context(folder: Path, tiny_model: Path, **evaluation) -> context.RunContext:
+    config = parse_config(
+        {
+            "model": {"path": str(tiny_model)},
+            "prompts": {"suite": "addition", "per_round": 4},
+            "sampler": {"backend": "transformers", "n": 2, "max_tokens": 6},
+            # At the default 4e-4 a random model's probe log-probs moved only 2e-3 to 9e-3, next to the 1e-3
+            # that counts as a change (samplers/base.py): the attach check then failed now and then.
+            "cut": {"positive_ratio": None, "micro_batch_size": 4, "max_length": 96, "learning_rate": 1e-2},
+            "storage": {"db": str(folder / "store.duckdb"), "adapters_dir": str(folder / "adapters")},
+            "evaluation": {"n": 4, **evaluation},
+        },
+        "test",
+    )
+    return context.RunContext(config, "unit", Store.from_config(config.storage))
+
+
+def test_a_round_run_twice_writes_everything_once(tiny_model: Path, tmp_path: Path) -> None:
+    ctx = make_context(tmp_path, tiny_model)
+    ctx.store.add_run(ctx.run)
+    judge = evaluating.suite_critic("addition")
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        context.start_round(ctx, 1)
+        assert sampling.sample(ctx, sampler, 1) == 8
+        assert judging.judge(ctx, judge, 1) == 8
+        candidate = training.train(ctx, 1, judge.judge_id, train_in_process)
+        weights = Path(candidate.path) / "adapter_model.safetensors"
+        trained_at = weights.stat().st_mtime_ns
+        scores = evaluating.evaluate(ctx, sampler, judge, 1, candidate)
+        promoted = gating.promote(ctx, 1, candidate, scores, wall_s=1.0)
+
+        # The same round again: every step sees its done mark and does nothing.
+        context.start_round(ctx, 1)
+        assert sampling.sample(ctx, sampler, 1) == 0
+        assert judging.judge(ctx, judge, 1) == 0
+        assert training.train(ctx, 1, judge.judge_id, train_in_process).adapter_id == candidate.adapter_id
+        assert weights.stat().st_mtime_ns == trained_at
+        assert evaluating.evaluate(ctx, sampler, judge, 1, candidate) == scores
+        assert gating.promote(ctx, 1, candidate, scores, wall_s=1.0) == promoted
+
+    counts = ctx.store.query(
+        "SELECT (SELECT count(*) FROM responses) AS responses, (SELECT count(*) FROM judgments) AS judgments, "
+        "(SELECT count(*) FROM adapters) AS adapters, (SELECT count(*) FROM evaluations) AS evaluations"
+    )
+    assert counts == [{"responses": 8, "judgments": 8, "adapters": 1, "evaluations": 2}]
+    live = ctx.live_adapter()
+    assert (live is not None and live.adapter_id == candidate.adapter_id) == promoted
+
+
+def live_after_round_1(ctx: context.RunContext, sampler) -> records.Adapter:
+    """Round 1 sampled, judged and trained; its candidate made live by hand, whatever the gate says."""
+    judge = evaluating.suite_critic("addition")
+    ctx.store.add_run(ctx.run)
+    context.start_round(ctx, 1)
+    sampling.sample(ctx, sampler, 1)
+    judging.judge(ctx, judge, 1)
+    candidate = training.train(ctx, 1, judge.judge_id, train_in_process)
+    ctx.store.set_adapter_status(candidate.adapter_id, "live")
+    context.start_round(ctx, 2)
+    return candidate
+
+
+def test_the_fingerprint_check_of_a_rounds_adapter_lands_in_the_store(tiny_model, tmp_path) -> None:
+    ctx = make_context(tmp_path, tiny_model)
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        candidate = live_after_round_1(ctx, sampler)
+        sampling.sample(ctx, sampler, 2)
+    assert ctx.adapter(candidate.adapter_id).fingerprint == read_fingerprint(Path(candidate.path)).as_dict()
+    (check,) = ctx.store.query("SELECT * FROM adapter_checks")
+    assert (check["round"], check["step"], check["adapter_id"], check["backend"]) == (2, "sample", candidate.adapter_id,
+                                                                                      "transformers")
+    assert check["fingerprint_tokens"] > 0 and 0 <= check["fingerprint_max_abs"] <= check["tolerance_max_abs"]
+    (summary,) = ctx.store.query("SELECT * FROM round_summary WHERE round = 2")
+    assert (summary["fingerprint_max_abs"], summary["fingerprint_mean_abs"]) == (
+        check["fingerprint_max_abs"], check["fingerprint_mean_abs"])
+
+
+def test_a_round_whose_adapter_folder_holds_other_weights_fails_before_sampling(tiny_model, tmp_path) -> None:
+    ctx = make_context(tmp_path, tiny_model)
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        candidate = live_after_round_1(ctx, sampler)
+        # The folder overwritten with other weights and their own fingerprint: only the store's copy tells.
+        shutil.rmtree(candidate.path)
+        write_random_adapter(tiny_model, Path(candidate.path), seed=3, rank=4)
+        with pytest.raises(AdapterMismatchError, match=f"adapter '{candidate.adapter_id}'"):
+            sampling.sample(ctx, sampler, 2)
+    assert ctx.store.query("SELECT count(*) AS n FROM responses WHERE round = 2") == [{"n": 0}]
+    assert ctx.store.query("SELECT count(*) AS n FROM adapter_checks") == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("gate", "incumbent", "candidate", "promoted"),
+    [
+        ("no_worse", 0.50, 0.47, False),  # worse than the 0.02 margin
+        ("no_worse", 0.50, 0.49, True),   # within the margin
+        ("improve", 0.50, 0.50, False),
+        ("improve", 0.50, 0.51, True),
+    ],
+)
+def test_gate_promotes_only_within_the_margin(tiny_model, tmp_path, gate, incumbent, candidate, promoted) -> None:
+    ctx = make_context(tmp_path, tiny_model, gate=gate, margin=0.02)
+    passed, reason = gating.gate(ctx, {"incumbent": {"addition": incumbent}, "candidate": {"addition": candidate}})
+    assert passed is promoted
+    assert f"{candidate:.3f}" in reason and f"{incumbent:.3f}" in reason
+
+
+def test_a_round_without_triples_keeps_the_incumbent(tiny_model, tmp_path) -> None:
+    ctx = make_context(tmp_path, tiny_model)
+    assert gating.gate(ctx, {"incumbent": {"addition": 0.3}})[1].startswith("no candidate: the round had nothing to train on")
+
+
+def test_the_sampled_prompt_is_the_prompt_trained_on() -> None:
+    assert Prompt("Translate.", "Bonjour").user_message() == Triple("Translate.", "Bonjour", "Hello", None).prompt
+
+
+def test_training_through_accelerate_launch_gives_the_in_process_adapter(tiny_model, tmp_path) -> None:
+    """launcher: accelerate runs `accelerate launch --num_processes 1 --cpu -m online_cut.cli train`;
+    with one process it is the in-process path step for step (dropout off: both draw the same seed anyway)."""
+    from safetensors.torch import load_file
+
+    from cut.trainer import train as train_directly
+    from tasks.training import train_launched
+
+    triples = [Triple(f"What is {a} + 12?", "", f"{a + 12 + (a % 3)}", None if a % 3 == 0 else f"Wrong: {a + 12}.")
+               for a in range(10, 22)]
+    config = parse_config(
+        {"model": {"path": str(tiny_model)},
+         "cut": {"positive_ratio": None, "micro_batch_size": 4, "max_length": 64, "launcher": "accelerate",
+                 "lora": {"dropout": 0.0}}},
+        "test",
+    )
+    launched = train_launched(config, triples, tmp_path / "launched", None)
+    direct = train_directly(config.cut, config.model.name_or_path(), triples, tmp_path / "direct", progress=False)
+
+    assert [s["loss"] for s in launched.steps] == pytest.approx([s["loss"] for s in direct.steps], abs=1e-6)
+    assert launched.flagged.keys() == direct.flagged.keys() and (launched.rows, launched.dropped) == (direct.rows, 0)
+    ours, theirs = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("launched", "direct"))
+    assert ours.keys() == theirs.keys()
+    assert any(t.abs().max() > 0 for name, t in ours.items() if "lora_B" in name)  # training moved the weights
+    assert max((ours[name] - theirs[name]).abs().max().item() for name in ours) < 1e-6
+    assert not (tmp_path / "launched.launch").exists()
+
+
+def test_an_instruction_file_is_scored_by_the_runs_judge(tiny_model, tmp_path) -> None:
+    held_out = tmp_path / "heldout.jsonl"
+    held_out.write_text("".join(f'{{"instruction": "What is {a} + 11? Reply with just the number."}}\n' for a in range(20, 26)))
+    ctx = make_context(tmp_path, tiny_model, suites=[], file=str(held_out), n=4)
+    ctx.store.add_run(ctx.run)
+    context.start_round(ctx, 1)
+    run_judge = evaluating.suite_critic("addition")  # stands for the configured judge: any Judge scores the file
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        scores = evaluating.evaluate(ctx, sampler, run_judge, 1, None)
+    assert list(scores["incumbent"]) == ["file:heldout.jsonl"]
+    assert ctx.store.query("SELECT suite, n, judge FROM evaluations") == [
+        {"suite": "file:heldout.jsonl", "n": 4, "judge": "rule:addition"}
+    ]
+
+
+def test_replay_adds_a_seeded_share_of_earlier_rounds(tiny_model, tmp_path) -> None:
+    from storage import records
+
+    ctx = make_context(tmp_path, tiny_model)
+    ctx = context.RunContext(ctx.config.model_copy(update={"replay": ctx.config.replay.model_copy(update={"share": 0.5})}),
+                           ctx.run, ctx.store)
+    ctx.store.add_run(ctx.run)
+    for round in (1, 2, 3):
+        prompt = records.Prompt(instruction=f"round {round}")
+        responses = [records.Response(run=ctx.run, round=round, prompt_id=prompt.prompt_id, text=f"r{round}-{i}",
+                                      sample_index=i) for i in range(4)]
+        ctx.store.add_prompts([prompt])
+        ctx.store.add_responses(responses)
+        ctx.store.add_judgments(records.Judgment(response_id=r.response_id, judge="rule:addition", verdict="positive")
+                                for r in responses)
+    chosen = training.training_triples(ctx, 3, "rule:addition")
+    assert [t.round for t in chosen] == [3, 3, 3, 3, chosen[4].round, chosen[5].round]
+    assert {t.round for t in chosen[4:]} <= {1, 2}
+    assert chosen == training.training_triples(ctx, 3, "rule:addition")  # a resumed round trains on the same set
+
+
+def test_a_round_trains_with_its_lambda_from_lam_by_round(tiny_model, tmp_path, monkeypatch) -> None:
+    from cut import trainer
+
+    ctx = make_context(tmp_path, tiny_model)
+    cut = ctx.config.cut.model_copy(update={"lam_by_round": [1.5, 1.2]})
+    ctx = context.RunContext(ctx.config.model_copy(update={"cut": cut}), ctx.run, ctx.store)
+    ctx.store.add_run(ctx.run)
+    prompt = records.Prompt(instruction="What is 2 + 2?")
+    ctx.store.add_prompts([prompt])
+    for round in (1, 2, 3):
+        context.start_round(ctx, round)
+        responses = [records.Response(run=ctx.run, round=round, prompt_id=prompt.prompt_id, text=text, sample_index=i)
+                     for i, text in enumerate(("4", "5"))]
+        ctx.store.add_responses(responses)
+        ctx.store.add_judgments([
+            records.Judgment(response_id=responses[0].response_id, judge="rule:addition", verdict="positive"),
+            records.Judgment(response_id=responses[1].response_id, judge="rule:addition", verdict="negative",
+                             judgment="The sum is 4, not 5."),
+        ])
+    trained_with: list[float] = []
+
+    def record_lambda(config, *args, **kwargs):
+        trained_with.append(config.lam)
+        raise RuntimeError("stop after recording")
+
+    monkeypatch.setattr(trainer, "train", record_lambda)
+    for round in (1, 2, 3):
+        with pytest.raises(RuntimeError, match="stop after recording"):
+            training.train(ctx, round, "rule:addition", train_in_process)
+    assert trained_with == [1.5, 1.2, 1.2]  # the last value for the rounds after the list
