@@ -1,6 +1,6 @@
 """The attempts of an alignment run as the Prefect server sees them.
 
-Running a run again under its name resumes it (flows/online_cut.py) in a new flow run, an
+Running a run again under its name resumes it (flows/alignment.py) in a new flow run, an
 attempt. An attempt killed with SIGKILL never reports its end, so the server shows it Running
 for ever. Two remedies:
 - each attempt tags its flow run with the run (`run:<name>`, also a filter in the UI) and its

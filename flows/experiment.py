@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from cut.config import OBJECTIVES
-from flows.online_cut import alignment_round
+from flows.alignment import alignment_round
 from judges.cache import StoreJudgmentCache
 from judges.openai_batch import StoreBatchLedger
 from online_cut.config import dump_config, load_config
@@ -24,6 +24,7 @@ from online_cut.logs import show_progress
 from rounds import experiment as exp
 from rounds.results import arm_result, write_results
 from rounds.context import RunContext
+from rounds.resume import open_run
 from samplers.factory import open_sampler
 from storage.store import Store
 from tasks import steps
@@ -60,15 +61,13 @@ def experiment(
                       dtype=settings.model.dtype, max_model_len=settings.model.max_model_len) as sampler:
         for repeat in range(1, repeats + 1):
             repeated = exp.repeat_config(settings, repeat)
-            shared = RunContext(repeated, exp.shared_run(name, repeat), store)
-            store.add_run(shared.run, config=repeated.model_dump(mode="json"))
+            shared = open_run(repeated, exp.shared_run(name, repeat), store)
             steps.start_round(shared, 1)
             steps.sample(shared, sampler, 1)
             steps.judge(shared, judge, 1)
             exp.evaluate_base(shared, sampler, judge)
             for arm, arm_config in arm_configs.items():
-                ctx = RunContext(exp.repeat_config(arm_config, repeat), exp.run_name(name, arm, repeat), store)
-                store.add_run(ctx.run, config=ctx.config.model_dump(mode="json"))
+                ctx = open_run(exp.repeat_config(arm_config, repeat), exp.run_name(name, arm, repeat), store)
                 exp.share_first_round(store, shared.run, ctx.run)
                 for round in range(1, settings.rounds + 1):
                     alignment_round.with_options(flow_run_name=f"{ctx.run}-round-{round}")(ctx, sampler, judge, round)

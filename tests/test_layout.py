@@ -86,3 +86,9 @@ def test_the_tests_mirror_the_packages() -> None:
     folders = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders - {"support"} <= set(PACKAGES), f"test folders that are no package: {folders - set(PACKAGES)}"
     assert not [p.name for p in (REPO / "tests").glob("test_*.py") if p.name != "test_layout.py"]
+
+
+def test_no_flow_module_is_named_like_a_package() -> None:
+    """Prefect loads a deployment's flow file with its folder on sys.path: a flows/online_cut.py was then
+    imported as `online_cut` by flows/step.py, and the worker could not load the step."""
+    assert not {p.stem for p in (REPO / "flows").glob("*.py")} & set(PACKAGES)

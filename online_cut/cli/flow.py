@@ -36,6 +36,22 @@ def _checked(config: Path) -> None:
         raise fail(str(exc)) from None
 
 
+def _resume_checked(config: Path, run: str | None) -> None:
+    """A run named again can continue from its store (rounds/resume.py), checked before Prefect or an engine starts."""
+    from online_cut.config import load_config
+    from rounds.resume import ResumeError, check_resume
+    from storage.connection import StoreLocked
+    from storage.store import Store
+
+    settings = load_config(config)
+    if run is None or not settings.storage.db.is_file():
+        return
+    try:
+        check_resume(settings, run, Store.from_config(settings.storage))
+    except (ResumeError, StoreLocked) as exc:
+        raise fail(str(exc)) from None
+
+
 def _pools_checked(config: Path) -> None:
     """The work pools the config places steps on exist on the Prefect server (after `_prefect_logging`)."""
     from online_cut.config import load_config
@@ -56,9 +72,10 @@ def run(
 ) -> None:
     """Run the online-cut flow in this process (for scripts and tests); same flow as the deployment."""
     _checked(config)
+    _resume_checked(config, run_name)
     _prefect_logging()
     _pools_checked(config)
-    from flows.online_cut import online_cut
+    from flows.alignment import online_cut
 
     typer.echo(online_cut(config=str(config), rounds=rounds, run=run_name))
 
@@ -75,7 +92,7 @@ def serve(
     _checked(config)
     _prefect_logging()
     from flows.attempts import ensure_zombie_automation
-    from flows.online_cut import online_cut
+    from flows.alignment import online_cut
 
     ensure_zombie_automation()  # a run killed and never resumed is marked Crashed when its heartbeats stop
     online_cut.serve(name=name, parameters={"config": str(config)})

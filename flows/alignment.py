@@ -25,6 +25,7 @@ from judges.openai_batch import StoreBatchLedger
 from online_cut.config import load_config
 from online_cut.logs import show_progress
 from rounds.context import RunContext
+from rounds.resume import open_run
 from samplers.base import Sampler
 from samplers.factory import open_sampler
 from storage.store import Store
@@ -74,9 +75,8 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     this_attempt, run_attempts = attempts.begin_attempt(run)
     if len(run_attempts) > 1:
         artifacts.publish_attempts(run, this_attempt, run_attempts)
-    store = Store.from_config(settings.storage)
-    store.add_run(run, config=settings.model_dump(mode="json"))
-    ctx = RunContext(settings, run, store)
+    ctx = open_run(settings, run, Store.from_config(settings.storage))
+    store = ctx.store
     judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store), ledger=StoreBatchLedger(store))
     logger.info("run %s: %d rounds of %s judged by %s", run, settings.rounds, ctx.base_model, judge.judge_id)
     with open_sampler(settings.sampler, ctx.base_model, dtype=settings.model.dtype,
