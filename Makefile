@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 export ONLINE_CUT_CACHE ?= $(CURDIR)/.cache/online-cut
 MODEL_DONE := $(ONLINE_CUT_CACHE)/models/smollm2-135m-instruct/.prepared
 
-.PHONY: setup test test-unit demo stop screenshot constraints clean
+.PHONY: setup test test-unit test-faults demo stop screenshot constraints clean
 
 setup: $(INSTALLED) $(MODEL_DONE)
 
@@ -33,7 +33,11 @@ test: setup
 	$(PYTHON) -m pytest --durations=15
 
 test-unit: setup
-	$(PYTHON) -m pytest -m "not integration and not e2e"
+	$(PYTHON) -m pytest -m "not integration and not e2e and not faults"
+
+# The real-engine kill matrix: SIGKILL during each step of a vLLM run, then a resume (slow).
+test-faults: setup
+	$(PYTHON) -m pytest -m faults --durations=15
 
 # A local Prefect server and the deployment in the background, 2 rounds watched to the end.
 demo: setup

@@ -24,6 +24,7 @@ from judges.cache import StoreJudgmentCache
 from judges.openai_batch import StoreBatchLedger
 from online_cut.config import load_config
 from online_cut.logs import show_progress
+from online_cut.watchdog import guard_store_children
 from rounds.context import RunContext
 from rounds.resume import open_run
 from samplers.base import Sampler
@@ -70,6 +71,8 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     show_progress()
     logger = get_run_logger()
     settings = load_config(Path(config), {"rounds": rounds} if rounds is not None else None)
+    for leftover in guard_store_children(settings.storage.db):
+        logger.warning("a killed run on %s left process %s running; ended it", settings.storage.db, leftover)
     check_pools(settings.placement)
     run = run or flow_run.get_name()
     this_attempt, run_attempts = attempts.begin_attempt(run)

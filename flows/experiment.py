@@ -21,6 +21,7 @@ from judges.cache import StoreJudgmentCache
 from judges.openai_batch import StoreBatchLedger
 from online_cut.config import dump_config, load_config
 from online_cut.logs import show_progress
+from online_cut.watchdog import guard_store_children
 from rounds import experiment as exp
 from rounds.results import arm_result, write_results
 from rounds.context import RunContext
@@ -51,6 +52,8 @@ def experiment(
     logger = get_run_logger()
     started = time.perf_counter()
     settings = load_config(Path(config))
+    for leftover in guard_store_children(settings.storage.db):
+        logger.warning("a killed run on %s left process %s running; ended it", settings.storage.db, leftover)
     if dev:
         settings = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update={"split": "dev"})})
     arm_configs = {arm: exp.arm_config(settings, arm, arm_settings) for arm, arm_settings in arms.items()}

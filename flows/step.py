@@ -18,6 +18,7 @@ from cut import training_folder
 from judges.judgment import JudgeItem
 from online_cut.config import Config, load_config
 from online_cut.logs import show_progress
+from online_cut.watchdog import guard_children
 from storage.remote_folders import get_folder, join, put_folder
 from tasks.judge_setup import configured_judge
 from tasks.placement import CONFIG_FILE, INIT_ADAPTER, ITEMS_FILE, JUDGMENTS_FILE, STEP_FLOW
@@ -44,6 +45,7 @@ STEPS: dict[str, Callable[[Config, Path, Path], None]] = {"judge": _judge, "trai
 def online_cut_step(step: Literal["judge", "train"], exchange: str) -> None:
     """Run a placed `step` on its inputs under `exchange`/in and write its outputs to `exchange`/out."""
     show_progress()
+    guard_children()
     with tempfile.TemporaryDirectory() as staging:
         inputs, outputs = Path(staging) / "in", Path(staging) / "out"
         get_folder(join(exchange, "in"), inputs)

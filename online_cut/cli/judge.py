@@ -11,6 +11,7 @@ import typer
 
 from online_cut.cli.output import as_text, fail
 from online_cut.logs import show_progress
+from online_cut.watchdog import guard_children
 
 if TYPE_CHECKING:
     from judges.judgment import JudgeItem
@@ -40,6 +41,7 @@ def judge(
     # The judges' own progress lines (a batch's status and counts while it is waited for) go to stderr.
     logging.basicConfig(format="%(message)s")
     show_progress()
+    guard_children()  # a local critic's engine ends with this command
 
     from formats.triple_file import write_records
     from judges.cache import StoreJudgmentCache

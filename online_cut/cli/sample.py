@@ -22,6 +22,7 @@ def sample(
     from online_cut.config import ConfigError, load_config
     from samplers.adapters import AdapterError
     from samplers.base import SamplerError
+    from online_cut.watchdog import guard_children
     from samplers.factory import open_sampler
     from formats.triple_file import write_records
     from samplers.prompts import PromptSourceError, read_prompt_file, suite_prompts
@@ -38,6 +39,7 @@ def sample(
         raise fail(str(exc)) from None
 
     model = settings.model
+    guard_children()  # the engine ends with this command, also when it is killed
     try:
         with open_sampler(
             settings.sampler, model.name_or_path(), dtype=model.dtype, max_model_len=model.max_model_len

@@ -6,17 +6,20 @@ no duplicates, artifacts), not whether the model learns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import psutil
 import pytest
 import yaml
 
@@ -247,6 +250,113 @@ def test_killed_run_resumes_without_duplicates_or_repaid_judgments(
     assert query(db, "SELECT count(DISTINCT response_id), count(*) FROM judgments") == [(total, total)]
     assert query(db, "SELECT count(*) FROM adapters") == [(1,)]
     assert requests_after == total - judged_before, "an already judged response was sent to the judge again"
+
+
+REAL_ENGINE_KILL_MARKERS = {**KILL_MARKERS, "evaluate": "round 1: evaluating on", "promote": "round 1: evaluating on"}
+
+
+def _held_between_evaluation_and_gate(db: Path) -> duckdb.DuckDBPyConnection:
+    """A read connection opened once the round's held-out scores are stored and its gate is not decided
+    yet: the run, which opens the store for each step's write, waits on it in the promote step."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            connection = duckdb.connect(str(db), read_only=True)
+        except duckdb.Error:  # the run holds the store
+            time.sleep(0.005)
+            continue
+        [(evaluated, decided)] = connection.execute(
+            "SELECT eval_s IS NOT NULL, gate_decision IS NOT NULL FROM rounds WHERE run = 'engine'").fetchall()
+        if evaluated and not decided:
+            return connection
+        connection.close()
+        if decided:
+            pytest.fail("the gate was decided before the test could hold the store")
+        time.sleep(0.005)
+    pytest.fail("the held-out scores were not stored in time")
+
+
+def _still_running(processes: list[psutil.Process]) -> list[str]:
+    running = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                running.append(f"{process.pid} {' '.join(process.cmdline())[:100]}")
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def sigkill_only_the_run(command: list[str], env: dict[str, str], cwd: Path, marker: str, expected_child: str,
+                         hold: Callable[[], duckdb.DuckDBPyConnection | None] = lambda: None) -> None:
+    """Start `command`; once `marker` is logged (and `hold` has what it waits for), SIGKILL its process alone,
+    not its group, and wait until every process it had started has ended (any left fail the test, and
+    are killed so they do not slow the next tests)."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    children: list[psutil.Process] = []
+    try:
+        for line in process.stderr:
+            if marker in line:
+                break
+        else:
+            pytest.fail(f"the run ended before {marker!r}: exit {process.wait()}")
+        held = hold()
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert any(expected_child in command for command in _still_running(children)), \
+            f"no {expected_child} among the run's children: {_still_running(children)}"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        if held is not None:
+            held.close()
+        wait_until(lambda: not _still_running(children), 30, "the killed run's children to end", poll_s=0.2)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
+# Training's kill runs in `make test`; the others in `make test-faults` (each starts the engine twice).
+@pytest.mark.parametrize("step", [pytest.param(step, marks=[] if step == "train" else [pytest.mark.faults])
+                                  for step in REAL_ENGINE_KILL_MARKERS])
+def test_a_run_on_the_vllm_engine_sigkilled_during_a_step_leaves_nothing_running_and_resumes_exactly(
+    step: str, prefect_env, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Only the flow's process is killed: its engine, its workers and the watchdog must not outlive it."""
+    with running_stand_in(fault_rate=0.0, latency_s=0.3) as judge_url:
+        config = write_config(
+            tmp_path, tiny_model, rounds=1, sampler={"backend": "vllm-lora"},
+            judge={"kind": "openai", "base_url": judge_url, "model": "critic", "concurrency": 2},
+        )
+        command = [ONLINE_CUT, "run", "--config", str(config), "--run", "engine"]
+        hold = (lambda: _held_between_evaluation_and_gate(tmp_path / "store.duckdb")) if step == "promote" else (lambda: None)
+        sigkill_only_the_run(command, prefect_env, tmp_path, REAL_ENGINE_KILL_MARKERS[step], "EngineCore", hold)
+
+        db = tmp_path / "store.duckdb"
+        landed = ("gate_decision IS NULL AND eval_s IS NOT NULL" if step == "promote" else
+                  f"{'eval' if step == 'evaluate' else step}_s IS NULL")
+        assert query(db, f"SELECT {landed} FROM rounds WHERE run = 'engine'") == [(True,)], \
+            f"the kill did not land during {step}"
+        second = subprocess.run(command, env=prefect_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert second.returncode == 0, second.stderr[-5000:]
+
+    total = PER_ROUND * SAMPLES
+    assert query(db, "SELECT count(DISTINCT (round, prompt_id, sample_index)), count(*) FROM responses") == [(total, total)]
+    assert query(db, "SELECT count(DISTINCT response_id), count(*) FROM judgments") == [(total, total)]
+    assert query(db, "SELECT count(*) FROM adapters") == [(1,)]
+    assert query(db, "SELECT count(DISTINCT (role, suite)), count(*) FROM evaluations") == [(2, 2)]
+    assert query(db, "SELECT status FROM rounds WHERE run = 'engine'") == [("done",)]
+
+
+def test_online_cut_run_sigkilled_leaves_no_temporary_prefect_server_running(tiny_model: Path, tmp_path: Path) -> None:
+    """Without PREFECT_API_URL, `online-cut run` starts Prefect's temporary server as its child."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(tmp_path / "home")}
+    config = write_config(tmp_path, tiny_model, rounds=1, sampler={"backend": "transformers"})
+    command = [ONLINE_CUT, "run", "--config", str(config), "--run", "temporary"]
+    sigkill_only_the_run(command, env, tmp_path, "round 1: sampling", "uvicorn")
 
 
 def test_a_run_killed_while_refining_resumes_with_one_refinement_per_negative(
