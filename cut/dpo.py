@@ -21,7 +21,8 @@ from cut.batches import collate
 from cut.config import CutConfig
 from cut.data import Triple
 from cut.logprobs import autocast_for, response_logprobs
-from cut.rows import TokenRow, build_rows
+from cut.batches import TokenRow
+from cut.rows import build_rows
 
 
 @dataclass(frozen=True)

@@ -28,31 +28,9 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from cut.batches import TokenRow
 from cut.config import CutConfig, TemplatesConfig
 from cut.data import Triple
-
-
-@dataclass(frozen=True)
-class TokenRow:
-    triple_index: int  # position in the list of triples given to `build_rows`
-    aligned_ids: list[int]  # aligned-context prompt + response
-    misaligned_ids: list[int] | None  # Misalign-context prompt + response; Align-N rows of `cut` only
-    response_len: int  # the last `response_len` ids of both sequences are the target
-    target: Literal["response", "judgment"] = "response"  # what the target is; judgment: forward's second row
-
-    @property
-    def negative(self) -> bool:
-        """An Align-N row: its response gets the unlikelihood term."""
-        return self.misaligned_ids is not None
-
-    @property
-    def response_ids(self) -> list[int]:
-        """The target's ids (the response's, unless `target` says judgment)."""
-        return self.aligned_ids[-self.response_len :]
-
-    @property
-    def length(self) -> int:
-        return max(len(self.aligned_ids), len(self.misaligned_ids or ()))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from cut.rows import TokenRow
+from cut.batches import TokenRow
 
 
 @dataclass(frozen=True)

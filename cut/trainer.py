@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
@@ -36,9 +35,11 @@ from cut.data import Triple, balanced_indices
 from cut.dpo import dpo_micro_batch, dpo_step_metrics, pair_rows, with_reference
 from cut.fingerprint import adapter_fingerprint, write_fingerprint
 from cut.logprobs import autocast_for, response_logprobs
+from cut.lora import add_lora
 from cut.objective import cut_loss
 from cut.pairs import preference_pairs
-from cut.rows import TokenRow, build_rows
+from cut.batches import TokenRow
+from cut.rows import build_rows
 from cut.scoring import FlaggedToken, RowScore, flagged_tokens, row_scores
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ LOGGED_STEPS = 10
 @dataclass(frozen=True)
 class TrainResult:
     adapter_dir: Path
-    # per optimizer step: step, epoch, lr, tokens_per_s and loss with l1, l2, flagged_frac (cut and
+    # per optimizer step: step, epoch, lr, seconds, tokens_per_s and loss with l1, l2, flagged_frac (cut and
     # the MLE baselines) or reward_margin, reward_accuracy, pairs (dpo)
     steps: list[dict[str, float]]
     flagged: dict[int, list[FlaggedToken]]  # per Align-N triple (index into `triples`), as the loss flagged them
@@ -67,15 +68,7 @@ def load_lora_model(
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).to(device)
     if init_adapter is not None:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-    peft_config = PeftLoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, peft_config)
+    return add_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
 
 
 def check_replaceable(out_dir: Path) -> None:
@@ -170,12 +163,14 @@ def train(
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - started
             step = {
                 "step": len(metrics) + 1,
                 "epoch": epoch + 1,
                 "lr": schedule.get_last_lr()[0],
                 **step_metrics(sums, len(group)),
-                "tokens_per_s": sums["tokens"] / (time.perf_counter() - started),
+                "tokens_per_s": sums["tokens"] / seconds,
+                "seconds": seconds,
             }
             metrics.append(step)
             bar.update()

@@ -328,9 +328,14 @@ def m007_adapter_checks(db: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def m008_step_seconds(db: duckdb.DuckDBPyConnection) -> None:
+    """Each optimizer step's wall seconds, so a round's training time can be set against its steps' sum."""
+    db.execute("ALTER TABLE training_steps ADD COLUMN seconds DOUBLE;")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_initial, m002_views, m003_triples_score, m004_dpo_steps, m005_judge_batches, m006_refinements,
-    m007_adapter_checks,
+    m007_adapter_checks, m008_step_seconds,
 ]
 
 

@@ -147,6 +147,7 @@ class TrainingStep(Record):
     flagged_frac: float | None = None
     tokens_per_s: float | None = None
     lr: float | None = None
+    seconds: float | None = Field(None, ge=0, description="wall time of the step: its micro-batches and the update")
     reward_margin: float | None = Field(None, description="dpo: mean β·(chosen − rejected) log-ratio to the reference")
     reward_accuracy: float | None = Field(None, description="dpo: share of pairs with a positive reward margin")
     pairs: int | None = Field(None, ge=0, description="dpo: pairs in the step")

@@ -84,7 +84,7 @@ def test_every_package_is_installed_and_in_the_readme_layout() -> None:
 
 def test_the_tests_mirror_the_packages() -> None:
     folders = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert folders - {"support"} <= set(PACKAGES), f"test folders that are no package: {folders - set(PACKAGES)}"
+    assert folders - {"support", "bench"} <= set(PACKAGES), f"test folders that are no package: {folders - set(PACKAGES)}"
     assert not [p.name for p in (REPO / "tests").glob("test_*.py") if p.name != "test_layout.py"]
 
 

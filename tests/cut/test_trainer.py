@@ -33,7 +33,7 @@ def test_every_objective_trains_and_saves_a_peft_adapter(tiny_model, tmp_path):
         assert (result.adapter_dir / "adapter_model.safetensors").is_file()
         assert [s["step"] for s in result.steps] == [1, 2]
         for step in result.steps:
-            assert set(step) >= {"loss", "l1", "l2", "flagged_frac", "tokens_per_s"}
+            assert set(step) >= {"loss", "l1", "l2", "flagged_frac", "tokens_per_s", "seconds"} and step["seconds"] > 0
             assert step["loss"] == pytest.approx(step["l1"] + step["l2"])
         if objective != "cut":
             assert all(s["l1"] == 0 and s["flagged_frac"] == 0 for s in result.steps)

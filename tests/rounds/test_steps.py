@@ -48,6 +48,9 @@ def test_a_round_run_twice_writes_everything_once(tiny_model: Path, tmp_path: Pa
         candidate = training.train(ctx, 1, judge.judge_id, train_in_process)
         weights = Path(candidate.path) / "adapter_model.safetensors"
         trained_at = weights.stat().st_mtime_ns
+        step_seconds = [s["seconds"] for s in ctx.store.query("SELECT seconds FROM training_steps")]
+        assert step_seconds and all(s > 0 for s in step_seconds)
+        assert sum(step_seconds) <= ctx.state(1).train_s  # the steps are inside the round's train step
         scores = evaluating.evaluate(ctx, sampler, judge, 1, candidate)
         promoted = gating.promote(ctx, 1, candidate, scores, wall_s=1.0)
 

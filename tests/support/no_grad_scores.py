@@ -10,7 +10,7 @@ from cut.batches import collate
 from cut.config import CutConfig
 from cut.logprobs import autocast_for, response_logprobs
 from cut.objective import cut_loss
-from cut.rows import TokenRow
+from cut.batches import TokenRow
 from cut.scoring import RowScore, row_scores
 
 
