@@ -49,8 +49,8 @@ def train_step_flops(model: torch.nn.Module, batch: Batch) -> float:
 
 
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int | None = None, reps: int = 5) -> float:
-    """The fastest of `reps` square matrix multiplies of `size` (default: 8192 on a GPU, 1024 on a CPU), in FLOP/s."""
-    size = size or (8192 if device.type == "cuda" else 1024)
+    """The fastest of `reps` square matrix multiplies of `size` (default: 8192 on a GPU, 2048 on a CPU), in FLOP/s."""
+    size = size or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
