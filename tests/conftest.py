@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from online_cut.base_model import is_prepared, shipped_model_dir  # noqa: E402
+from prefect_server import running_prefect_server  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 SHARED_DATA = REPO.parent / "shared" / "data" / "cut-paper"
 
@@ -39,3 +40,12 @@ def cut_paper_iter1() -> Path:
         pytest.skip(f"needs the CUT paper's data at {path}: take online-iter1.json from the CUT repository's "
                     "data/iter/ (github.com/wwxu21/CUT) and put it there")
     return path
+
+
+@pytest.fixture(scope="session")
+def prefect_env(tmp_path_factory: pytest.TempPathFactory):
+    """The environment that points Prefect clients at one real server shared by the session's tests
+    (each starting its own, or a run its temporary one, cost 10-20 s a time). Tests keep their run
+    names apart: a run's earlier attempts are looked up on the server by name."""
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:
+        yield env

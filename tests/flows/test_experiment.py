@@ -38,13 +38,13 @@ def _config(tmp_path: Path, tiny_model: Path, rounds: int) -> Path:
     return config
 
 
-def test_experiment_shares_round_one_and_writes_the_table(tiny_model: Path, tmp_path: Path) -> None:
+def test_experiment_shares_round_one_and_writes_the_table(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_model, rounds=2)
     results = tmp_path / "results.md"
     results.write_text("# old\n\n## Notes\n\nWhat was tried, kept across reruns.\n")
     command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--objective", "cut",
                "--objective", "hindsight", "--results", str(results)]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=tmp_path, env=prefect_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
@@ -69,18 +69,19 @@ def test_experiment_shares_round_one_and_writes_the_table(tiny_model: Path, tmp_
     assert text.endswith("## Notes\n\nWhat was tried, kept across reruns.\n")
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
 
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, cwd=tmp_path, env=prefect_env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
         assert db.execute("SELECT count(*) FROM responses").fetchone() == (3 * PER_ROUND * SAMPLES + 2 * PER_ROUND * SAMPLES,)
 
 
-def test_each_repeat_samples_its_own_round_one_shared_by_its_objectives(tiny_model: Path, tmp_path: Path) -> None:
+def test_each_repeat_samples_its_own_round_one_shared_by_its_objectives(prefect_env, tiny_model: Path,
+                                                                          tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_model, rounds=1)
     results = tmp_path / "results.md"
-    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--objective", "cut",
+    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "r", "--objective", "cut",
                "--objective", "hindsight", "--repeats", "2", "--results", str(results)]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=tmp_path, env=prefect_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
         judged = dict(db.execute("SELECT run, count(*) FROM triples WHERE round = 1 GROUP BY run").fetchall())
@@ -90,30 +91,30 @@ def test_each_repeat_samples_its_own_round_one_shared_by_its_objectives(tiny_mod
         prompts = dict(db.execute(
             "SELECT run, list(DISTINCT prompt_id ORDER BY prompt_id) FROM responses WHERE round = 1 GROUP BY run"
         ).fetchall())
-    assert set(texts) == {f"t-{kind}{suffix}" for kind in ("shared", "cut", "hindsight") for suffix in ("", "-r2")}
-    assert prompts["t-shared"] != prompts["t-shared-r2"]  # each repeat its own draw
+    assert set(texts) == {f"r-{kind}{suffix}" for kind in ("shared", "cut", "hindsight") for suffix in ("", "-r2")}
+    assert prompts["r-shared"] != prompts["r-shared-r2"]  # each repeat its own draw
     assert all(count == PER_ROUND * SAMPLES for count in judged.values())
     for suffix in ("", "-r2"):
-        assert texts[f"t-cut{suffix}"] == texts[f"t-hindsight{suffix}"] == texts[f"t-shared{suffix}"]
+        assert texts[f"r-cut{suffix}"] == texts[f"r-hindsight{suffix}"] == texts[f"r-shared{suffix}"]
     text = results.read_text()
     assert "mean over the 2 repeats" in text
     assert sum(line.startswith("| cut − hindsight |") for line in text.splitlines()) == 1
 
 
-def test_arms_compare_cut_settings_scored_on_the_dev_split(tiny_model: Path, tmp_path: Path) -> None:
+def test_arms_compare_cut_settings_scored_on_the_dev_split(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_model, rounds=1)
     results = tmp_path / "results.md"
-    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "t", "--results", str(results), "--dev",
+    command = [ONLINE_CUT, "experiment", "--config", str(config), "--name", "a", "--results", str(results), "--dev",
                "--arm", "lam-1.1={objective: cut, lam: 1.1}", "--arm", "lam-high={objective: cut, lam: 3.0}"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=tmp_path, env=prefect_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as db:
-        lam = dict(db.execute("SELECT run, CAST(config->'cut'->>'lam' AS DOUBLE) FROM runs WHERE run <> 't-shared'").fetchall())
+        lam = dict(db.execute("SELECT run, CAST(config->'cut'->>'lam' AS DOUBLE) FROM runs WHERE run <> 'a-shared'").fetchall())
         suites = db.execute("SELECT DISTINCT suite FROM evaluations").fetchall()
         rounds = db.execute("SELECT run, count(*) FROM rounds WHERE status = 'done' GROUP BY run ORDER BY run").fetchall()
-    assert lam == {"t-lam-1.1": 1.1, "t-lam-high": 3.0}
+    assert lam == {"a-lam-1.1": 1.1, "a-lam-high": 3.0}
     assert suites == [("addition:dev",)]
-    assert rounds == [("t-lam-1.1", 1), ("t-lam-high", 1)]  # a '.' in a run name: PEFT refused it as an adapter name
+    assert rounds == [("a-lam-1.1", 1), ("a-lam-high", 1)]  # a '.' in a run name: PEFT refused it as an adapter name
     text = results.read_text()
     assert "Held-out accuracy (addition:dev;" in text
     assert sum(line.startswith(("| lam-1.1 |", "| lam-high |")) for line in text.splitlines()) == 2

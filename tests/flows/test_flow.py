@@ -24,19 +24,13 @@ import pytest
 import yaml
 
 from fault_server import request_stats, running_stand_in
-from prefect_server import PREFECT, running_prefect_server, wait_until
+from prefect_server import PREFECT, wait_until
 
 pytestmark = pytest.mark.e2e
 
 ONLINE_CUT = str(Path(sys.executable).parent / "online-cut")
 REPO = Path(__file__).resolve().parents[2]
 PER_ROUND, SAMPLES = 6, 2
-
-
-@pytest.fixture(scope="module")
-def prefect_env(tmp_path_factory: pytest.TempPathFactory):
-    with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:
-        yield env
 
 
 def write_config(folder: Path, tiny_model: Path, **sections) -> Path:
