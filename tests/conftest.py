@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from online_cut.base_model import is_prepared, shipped_model_dir  # noqa: E402
+from engines import Opened, open_in_process  # noqa: E402
 from prefect_server import running_prefect_server  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 SHARED_DATA = REPO.parent / "shared" / "data" / "cut-paper"
@@ -30,6 +31,14 @@ def shipped_model() -> Path:
 def tiny_model(shipped_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random Llama with the shipped tokenizer: loads in a second, trains in milliseconds."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), shipped_model)
+
+
+@pytest.fixture(scope="session")
+def shipped_merged_engine(shipped_model: Path) -> Opened:
+    """One vllm-merged sampler of the shipped model for every module that samples from it: each
+    attach swaps the weights it serves, so a test starts from the adapter it attaches."""
+    with open_in_process("vllm-merged", shipped_model) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

@@ -167,22 +167,22 @@ def test_ilf_trains_on_the_positives_and_the_accepted_refinements_only(tiny_mode
 
 
 @pytest.mark.integration
-def test_an_ilf_round_on_the_shipped_model_refines_judges_and_trains_on_the_accepted(shipped_model, tmp_path,
-                                                                                       monkeypatch):
+def test_an_ilf_round_on_the_shipped_model_refines_judges_and_trains_on_the_accepted(
+        shipped_model, shipped_merged_engine, tmp_path, monkeypatch):
     vllm = {"backend": "vllm-merged", "kv_cache_gib": 0.25}
     ctx = ilf_context(tmp_path / "killed", shipped_model, vllm)
     judge = evaluating.suite_critic("addition")
-    with open_sampler(ctx.config.sampler, ctx.base_model, dtype="float32") as sampler:
-        negatives = sampled_and_judged(ctx, sampler, judge)
-        assert negatives >= 3
-        (tmp_path / "whole").mkdir()
-        shutil.copy(ctx.store.path, tmp_path / "whole" / "store.duckdb")
-        whole = ilf_context(tmp_path / "whole", shipped_model, vllm)
-        monkeypatch.setattr(refining, "REFINE_CHUNK", 2)
-        refining.refine(whole, sampler, judge, 1)
-        monkeypatch.undo()
-        first, resumed = refine_killed_then_resumed(ctx, sampler, judge, monkeypatch)
-        assert sum(resumed) == negatives - 2
+    sampler = shipped_merged_engine.sampler  # the config's sampler: vllm-merged, float32, 0.25 GiB
+    negatives = sampled_and_judged(ctx, sampler, judge)
+    assert negatives >= 3
+    (tmp_path / "whole").mkdir()
+    shutil.copy(ctx.store.path, tmp_path / "whole" / "store.duckdb")
+    whole = ilf_context(tmp_path / "whole", shipped_model, vllm)
+    monkeypatch.setattr(refining, "REFINE_CHUNK", 2)
+    refining.refine(whole, sampler, judge, 1)
+    monkeypatch.undo()
+    first, resumed = refine_killed_then_resumed(ctx, sampler, judge, monkeypatch)
+    assert sum(resumed) == negatives - 2
     table = refinements_table(ctx)
     assert table == refinements_table(whole) and len(table) == negatives
     accepted = {row["response_id"]: row["text"] for row in table if row["accepted"]}

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cut.fingerprint import read_fingerprint
 from samplers.base import FINGERPRINT_TOLERANCES, AdapterCheck, AdapterMismatchError, AdapterNotAppliedError, Sampler
 from samplers.config import SamplerConfig
 from samplers.factory import open_sampler
+from engines import KV_CACHE_GIB, open_in_process
 from random_adapter import write_random_adapter
 from samplers.records import Prompt, SamplingSettings
 from samplers.vllm_inprocess import VllmInProcessSampler
@@ -41,7 +41,6 @@ PROMPTS = [
 ]
 GREEDY = SamplingSettings(n=1, temperature=0.0, max_tokens=10)
 FLOAT32_TOLERANCE = FINGERPRINT_TOLERANCES["float32"]
-KV_CACHE_GIB = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +81,6 @@ def run_rounds(sampler: Sampler, adapters: dict[str, Path], workdir: Path) -> Ro
     return Rounds(outputs, checks, VllmInProcessSampler.engine_starts - starts_before)
 
 
-@dataclass
-class Opened:
-    sampler: Sampler
-    engines_started: int  # by opening the sampler
-
-
-@contextmanager
-def open_in_process(backend: str, model: Path):
-    starts_before = VllmInProcessSampler.engine_starts
-    with open_sampler(SamplerConfig(backend=backend, kv_cache_gib=KV_CACHE_GIB), model, dtype="float32") as sampler:
-        yield Opened(sampler, VllmInProcessSampler.engine_starts - starts_before)
-
-
 @pytest.fixture(scope="module")
 def lora(shipped_model):
     with open_in_process("vllm-lora", shipped_model) as opened:
@@ -102,9 +88,8 @@ def lora(shipped_model):
 
 
 @pytest.fixture(scope="module")
-def merged(shipped_model):
-    with open_in_process("vllm-merged", shipped_model) as opened:
-        yield opened
+def merged(shipped_merged_engine):
+    return shipped_merged_engine
 
 
 @pytest.fixture(scope="module")
