@@ -48,6 +48,12 @@ def train_step_flops(model: torch.nn.Module, batch: Batch) -> float:
     return dense_step_flops(frozen, trainable, batch.n_tokens) + attention + head
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall clock around it times the work (a no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int | None = None, reps: int = 5) -> float:
     """The fastest of `reps` square matrix multiplies of `size` (default: 8192 on a GPU, 2048 on a CPU), in FLOP/s."""
     size = size or (8192 if device.type == "cuda" else 2048)
@@ -55,11 +61,9 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int | None
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(reps + 1):  # the first is a warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best

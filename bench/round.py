@@ -110,13 +110,14 @@ def main() -> None:
         config = round_config(args.config.resolve(), folder, dict(args.engine_arg))
         launched, command_s = run_round(config, folder, args.fresh_compile_cache)
         with duckdb.connect(str(folder / "store.duckdb"), read_only=True) as db:
-            rounds = db.execute(f"SELECT {', '.join(STEPS)}, wall_s FROM rounds WHERE run = 'bench'").fetchone()
+            rounds = db.execute(f"SELECT {', '.join(STEPS)}, wall_s, overhead_share FROM round_summary "
+                                "WHERE run = 'bench'").fetchone()
             first_response = db.execute("SELECT min(created_at) FROM responses").fetchone()[0]
             steps = db.execute("SELECT seconds, tokens_per_s FROM training_steps WHERE run = 'bench'").fetchall()
         weights = trained_weights(config)
 
-    step_s = dict(zip(STEPS, (s or 0.0 for s in rounds)))
-    wall_s = rounds[-1]
+    *steps_of_round, wall_s, overhead_share = rounds
+    step_s = dict(zip(STEPS, (s or 0.0 for s in steps_of_round)))
     for name, seconds in step_s.items():
         print(f"{name[:-2]:>8}: {seconds:7.1f} s")
     print(f"{'round':>8}: {wall_s:7.1f} s of the command's {command_s:.1f} s")
@@ -136,7 +137,7 @@ def main() -> None:
         "optimizer_steps_s": steps_s,
         "time_to_first_sample_s": first_response.replace(tzinfo=timezone.utc).timestamp() - launched,
         "train_over_steps": step_s["train_s"] / steps_s,
-        "round_overhead_share": (wall_s - sum(step_s.values())) / wall_s,
+        "round_overhead_share": overhead_share,
         "train_flops_per_s": achieved,
         "matmul_peak_flops_per_s": peak,
         "train_flops_share": achieved / peak,

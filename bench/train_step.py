@@ -55,7 +55,7 @@ from cut.batches import Batch, TokenRow, collate
 from cut.logprobs import autocast_for, causal_lm_parts, label_logprobs, response_logprobs
 from cut.lora import add_lora
 from cut.objective import cut_loss
-from flops import matmul_peak_flops, train_step_flops
+from flops import matmul_peak_flops, synchronize, train_step_flops
 
 # Llama 3.2 1B and Llama 3.1 8B, and a tiny one that runs the same path on a CPU in seconds.
 MODEL_SHAPES = {
@@ -68,6 +68,8 @@ MODEL_SHAPES = {
 }
 # Activations of B=8, T=2048 through 8B's 32 layers outgrow one card's memory unless checkpointed.
 CHECKPOINTED_SHAPES = {"llama-8b"}
+# Per device: the step's autocast (`cut.logprobs.autocast_for`) and the dtype of a random model's weights.
+PRECISIONS = {"cpu": ("float32", torch.float32), "cuda": ("bfloat16", torch.bfloat16)}
 
 
 @dataclass(frozen=True)
@@ -120,11 +122,6 @@ def dpo_step_loss(reference: torch.Tensor):
                         settings.dpo_beta).loss
 
     return step_loss
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed_step(model, optimizer, batch, settings, step_loss, precision: str) -> float:
@@ -217,7 +214,7 @@ def random_model_and_batch(args, device: torch.device):
     torch.manual_seed(0)
     shape = LlamaConfig(**MODEL_SHAPES[args.model_shape])
     with torch.device(device):
-        model = LlamaForCausalLM(shape).to(precision_dtype(args))
+        model = LlamaForCausalLM(shape).to(PRECISIONS[args.device][1])
     model = add_lora(model, settings.lora_r, settings.lora_alpha, settings.lora_dropout, settings.lora_target_modules)
     if args.model_shape in CHECKPOINTED_SHAPES:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -234,10 +231,6 @@ def random_model_and_batch(args, device: torch.device):
         misaligned = tokens(args.max_length - response_len) + response if negative else None
         rows.append(TokenRow(i, aligned, misaligned, response_len))
     return model, rows, 0, settings
-
-
-def precision_dtype(args) -> torch.dtype:
-    return torch.bfloat16 if args.device == "cuda" else torch.float32
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -261,7 +254,7 @@ def main() -> None:
     shipped = args.model_shape == "shipped"
     args.max_length = args.max_length or (512 if shipped else 2048)
     device = torch.device(args.device)
-    precision = "bfloat16" if args.device == "cuda" else "float32"
+    precision, dtype = PRECISIONS[args.device]
 
     model, rows, pad_id, settings = (shipped_model_and_batch if shipped else random_model_and_batch)(args, device)
     batch = collate(rows, pad_id).to(device)
@@ -291,7 +284,7 @@ def main() -> None:
 
     cut_s = min(times["cut"])
     step_flops = train_step_flops(model, batch)
-    peak_flops = matmul_peak_flops(device, precision_dtype(args))
+    peak_flops = matmul_peak_flops(device, dtype)
     result = {
         "model_shape": args.model_shape,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -17,6 +17,7 @@ from online_cut.config import parse_config
 from samplers.factory import open_sampler
 from storage import records
 from storage.store import Store
+from engines import KV_CACHE_GIB
 
 REFINEMENT_COLUMNS = "response_id, judge, adapter_id, text, finish_reason, verdict, judgment, score, accepted"
 
@@ -169,10 +170,10 @@ def test_ilf_trains_on_the_positives_and_the_accepted_refinements_only(tiny_mode
 @pytest.mark.integration
 def test_an_ilf_round_on_the_shipped_model_refines_judges_and_trains_on_the_accepted(
         shipped_model, shipped_merged_engine, tmp_path, monkeypatch):
-    vllm = {"backend": "vllm-merged", "kv_cache_gib": 0.25}
+    vllm = {"backend": "vllm-merged", "kv_cache_gib": KV_CACHE_GIB}
     ctx = ilf_context(tmp_path / "killed", shipped_model, vllm)
     judge = evaluating.suite_critic("addition")
-    sampler = shipped_merged_engine.sampler  # the config's sampler: vllm-merged, float32, 0.25 GiB
+    sampler = shipped_merged_engine.sampler  # the config's sampler, in float32
     negatives = sampled_and_judged(ctx, sampler, judge)
     assert negatives >= 3
     (tmp_path / "whole").mkdir()
