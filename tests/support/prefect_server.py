@@ -46,6 +46,10 @@ def running_prefect_server(home: Path) -> Iterator[dict[str, str]]:
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # On SQLite the server's trigger evaluator, every 5 s, holds the lock that creating an automation
+        # waits for on the same event loop: the server then stopped answering (a test hung 7 minutes).
+        # No test needs an automation to fire; tests/flows/test_flow.py checks the one `serve` creates.
+        "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
     }
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "server.log").open("w")
