@@ -15,6 +15,8 @@ from online_cut.base_model import is_prepared, shipped_model_dir  # noqa: E402
 from engines import Opened, open_in_process  # noqa: E402
 from prefect_server import running_prefect_server  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
+from vllm_server import running_vllm_server  # noqa: E402
+
 SHARED_DATA = REPO.parent / "shared" / "data" / "cut-paper"
 
 
@@ -39,6 +41,14 @@ def shipped_merged_engine(shipped_model: Path) -> Opened:
     attach swaps the weights it serves, so a test starts from the adapter it attaches."""
     with open_in_process("vllm-merged", shipped_model) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def shipped_vllm_server(shipped_model: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One vLLM OpenAI-compatible server of the shipped model (its base URL, …/v1) for the judge
+    and sampler tests that need a real server: each start costs 30-40 s here."""
+    with running_vllm_server(shipped_model, tmp_path_factory.mktemp("vllm-server") / "server.log") as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,14 @@
 """The vLLM back-ends on the real CPU engine and server: the round's adapter is the one sampled.
 
-Three engines serve the whole module (each start costs about a minute here): an in-process
-engine with LoRA (LoRARequest), one whose weights are swapped by merging (merged in place)
-and an OpenAI-compatible server. Float32 keeps the two in-process ways comparable token for
+Three engines serve the module (each start costs about a minute here): an in-process engine
+with LoRA (LoRARequest), and the session's engine whose weights are swapped by merging (merged
+in place) and OpenAI-compatible server (tests/conftest.py). Float32 keeps the two in-process ways comparable token for
 token; the adapters are small random LoRAs (lora_B ~ N(0, 0.02²)) standing in for trained ones.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +19,7 @@ from cut.fingerprint import read_fingerprint
 from samplers.base import FINGERPRINT_TOLERANCES, AdapterCheck, AdapterMismatchError, AdapterNotAppliedError, Sampler
 from samplers.config import SamplerConfig
 from samplers.factory import open_sampler
-from engines import KV_CACHE_GIB, open_in_process
+from engines import open_in_process
 from random_adapter import write_random_adapter
 from samplers.records import Prompt, SamplingSettings
 from samplers.vllm_inprocess import VllmInProcessSampler
@@ -174,47 +169,9 @@ def test_samples_record_index_finish_reason_tokens_and_adapter(merged, adapters)
         assert s.finish_reason == "stop" or s.completion_tokens == 6
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def vllm_server(shipped_model, tmp_path_factory):
-    """vLLM's OpenAI server with runtime LoRA loading, on a free port; stopped with the module."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(shipped_model),
-         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024",
-         "--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * 2**30)), "--enable-lora", "--max-lora-rank", "16"],
-        env={**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"},
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"vLLM server exited with {process.returncode}; see {log.name}")
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(2)
-        else:
-            pytest.fail(f"vLLM server not healthy after 600 s; see {log.name}")
-        yield f"{base_url}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
-
-
-def test_server_loads_each_round_adapter_at_run_time_and_unloads_the_superseded(vllm_server, adapters, lora_rounds):
-    config = SamplerConfig(backend="vllm-server", base_url=vllm_server, concurrency=4)
+def test_server_loads_each_round_adapter_at_run_time_and_unloads_the_superseded(shipped_vllm_server, adapters,
+                                                                                  lora_rounds):
+    config = SamplerConfig(backend="vllm-server", base_url=shipped_vllm_server, concurrency=4)
     with open_sampler(config, "unused: the server's model") as sampler:
         sampler.attach(None)
         base = greedy(sampler)
@@ -223,7 +180,7 @@ def test_server_loads_each_round_adapter_at_run_time_and_unloads_the_superseded(
         with pytest.raises(AdapterMismatchError, match="adapter 'a2-as-a1'"):
             sampler.attach(adapters["a2"], name="a2-as-a1", fingerprint=read_fingerprint(adapters["a1"]))
         sampler.attach(adapters["a2"], name="a2")
-        served = {model["id"] for model in httpx.get(f"{vllm_server}/models").json()["data"]}
+        served = {model["id"] for model in httpx.get(f"{shipped_vllm_server}/models").json()["data"]}
         with pytest.raises(AdapterNotAppliedError):
             sampler.attach(adapters["zeroed"], name="zeroed")
     assert a1_check.changed and a1 != base
