@@ -123,13 +123,14 @@ def test_reported_flags_are_the_ones_the_loss_used_on_each_rows_first_visit(tiny
 @pytest.mark.integration
 def test_cut_lowers_l2_and_the_misalign_probability_of_flagged_tokens(shipped_model, cut_paper_iter1, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(shipped_model)
-    triples = short_negatives(cut_paper_iter1, tokenizer, count=16, max_tokens=40)
+    triples = short_negatives(cut_paper_iter1, tokenizer, count=8, max_tokens=40)
     # On the 135M model the MLE terms (every aligned token, the unflagged Misalign tokens) lift
-    # the flagged tokens too through the shared LoRA weights; the paper's α=1 loses that tug of
-    # war here (mean flagged p_misaligned 0.244 -> 0.271 measured), α=4 wins it (0.244 -> 0.215).
+    # the flagged tokens too through the shared LoRA weights; the paper's α=1 lost that tug of
+    # war on 16 rows (mean flagged p_misaligned 0.244 -> 0.271 measured), α=4 wins it (on these
+    # 8 rows 0.264 -> 0.199, while the NLL falls 1.182 -> 1.019).
     config = CutConfig(epochs=2, max_length=256, micro_batch_size=4, learning_rate=4e-4, alpha=4.0)
     result = train(config, str(shipped_model), triples, tmp_path / "adapter", progress=False)
-    assert result.rows == 16 and result.dropped == 0
+    assert result.rows == 8 and result.dropped == 0
 
     negative_tokens = sum(len(s.p_aligned) for s in result.first_scores)
     flagged_frac = sum(len(s.flagged) for s in result.first_scores) / negative_tokens
