@@ -15,8 +15,9 @@ from online_cut.logs import PROJECT_LOGGERS
 CONFIG_HELP = "the run's YAML config, e.g. configs/quickstart.yaml"
 
 
-def _prefect_logging() -> None:
-    """Forward the project's logs to Prefect (terminal and UI) and keep vLLM's to warnings.
+def _prefect_settings() -> None:
+    """Forward the project's logs to Prefect (terminal and UI), keep vLLM's to warnings, and give
+    the temporary Prefect server time to start.
 
     Must run before Prefect and vLLM are imported: both read these at import time."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", ",".join((*PROJECT_LOGGERS, "vllm")))
@@ -24,6 +25,9 @@ def _prefect_logging() -> None:
     # The temporary server `online-cut run` starts otherwise logs an ERROR per failed telemetry
     # send on machines without internet access.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # It is ready in about 10 s on 2 idle cores; Prefect's default of 20 s ran out on busy ones
+    # and the run failed before its first step.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _checked(config: Path) -> None:
@@ -53,7 +57,7 @@ def _resume_checked(config: Path, run: str | None) -> None:
 
 
 def _pools_checked(config: Path) -> None:
-    """The work pools the config places steps on exist on the Prefect server (after `_prefect_logging`)."""
+    """The work pools the config places steps on exist on the Prefect server (after `_prefect_settings`)."""
     from online_cut.config import load_config
     from tasks.placement import PlacementError, check_pools
 
@@ -73,7 +77,7 @@ def run(
     """Run the online-cut flow in this process (for scripts and tests); same flow as the deployment."""
     _checked(config)
     _resume_checked(config, run_name)
-    _prefect_logging()
+    _prefect_settings()
     _pools_checked(config)
     from flows.alignment import online_cut
 
@@ -90,7 +94,7 @@ def serve(
     `prefect deployment run online-cut/online-cut -p rounds=3 --watch`.
     """
     _checked(config)
-    _prefect_logging()
+    _prefect_settings()
     from flows.attempts import ensure_zombie_automation
     from flows.alignment import online_cut
 
@@ -131,7 +135,7 @@ def experiment(
     if arm_options and objectives:
         raise fail("give --objective or --arm, not both (an arm names its objective in its settings)")
     arms = _parsed_arms(config, arm_options) if arm_options else None
-    _prefect_logging()
+    _prefect_settings()
     _pools_checked(config)
     from flows.experiment import experiment as experiment_flow
 
