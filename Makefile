@@ -28,9 +28,13 @@ $(INSTALLED): pyproject.toml constraints.txt | $(PYTHON)
 $(MODEL_DONE): $(INSTALLED)
 	$(VENV)/bin/online-cut model prepare
 
-# The slowest tests are listed at the end, so a slow suite shows where its time goes.
+# TEST_WORKERS pytest workers share the cores, one thread each (tests/conftest.py), one of them
+# running the tests on the session's vLLM engines (tests/support/worker_scheduling.py): on 2 cores
+# 3 workers keep both busy while others wait on servers and subprocesses. The slowest tests are
+# listed at the end, so a slow suite shows where its time goes.
+TEST_WORKERS ?= 3
 test: setup
-	$(PYTHON) -m pytest --durations=15
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --durations=15
 
 test-unit: setup
 	$(PYTHON) -m pytest -m "not integration and not e2e and not faults"

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+
+def _one_thread_per_worker() -> None:
+    """Under `pytest -n N` (`make test`), each worker and what it starts (engines, servers, runs)
+    computes on one thread and the kernel shares the cores among them. vLLM's CPU engine and torch
+    spin OpenMP threads on every core they are given, and workers with more than one thread each
+    would slow each other many times over. Runs before anything imports torch, which reads
+    OMP_NUM_THREADS once."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"  # else vLLM binds a thread to each core
+
+
+_one_thread_per_worker()
 
 REPO = Path(__file__).resolve().parents[1]
 # The helpers in tests/support import as top-level modules, as they do when run as scripts.
@@ -16,8 +31,20 @@ from engines import Opened, open_in_process  # noqa: E402
 from prefect_server import running_prefect_server  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 from vllm_server import running_vllm_server  # noqa: E402
+from worker_scheduling import EngineModulesOnOneWorker, unlisted_engine_modules  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data" / "cut-paper"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    return EngineModulesOnOneWorker(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unlisted = unlisted_engine_modules(items)
+    if unlisted:
+        raise pytest.UsageError(f"{', '.join(unlisted)} use the session's vLLM engines: add them to ENGINE_MODULES "
+                                "in tests/support/worker_scheduling.py, so that one worker starts each engine once")
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +90,7 @@ def cut_paper_iter1() -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory: pytest.TempPathFactory):
-    """The environment that points Prefect clients at one real server shared by the session's tests
+    """The environment that points Prefect clients at one real server shared by the session's tests (each pytest worker's own)
     (each starting its own, or a run its temporary one, cost 10-20 s a time). Tests keep their run
     names apart: a run's earlier attempts are looked up on the server by name."""
     with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:

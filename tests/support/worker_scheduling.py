@@ -1,0 +1,31 @@
+"""How `make test`'s workers (pytest-xdist, `-n N`) share the suite: each test is a unit of work on
+its own, except the modules that use the session's vLLM engines (tests/conftest.py), which one
+worker runs, so each engine starts once. Being the largest unit, they are handed out first.
+
+xdist's own `--dist loadgroup` groups by a suffix it writes into node ids; pytest 9 builds node ids
+from their parts and the suffix is lost, so every grouped test ran wherever it was sent.
+"""
+
+from __future__ import annotations
+
+from xdist.scheduler import LoadScopeScheduling
+
+ENGINE_MODULES = frozenset({
+    "tests/judges/test_judge_critic.py",
+    "tests/online_cut/test_base_model.py",
+    "tests/rounds/test_ilf.py",
+    "tests/samplers/test_sampler_vllm.py",
+})
+ENGINE_FIXTURES = frozenset({"shipped_merged_engine", "shipped_vllm_server"})
+
+
+class EngineModulesOnOneWorker(LoadScopeScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return "the session's engines" if module in ENGINE_MODULES else nodeid
+
+
+def unlisted_engine_modules(items) -> list[str]:
+    """Modules with a test on the session's engines that ENGINE_MODULES does not list."""
+    return sorted({item.nodeid.split("::", 1)[0] for item in items
+                   if ENGINE_FIXTURES & set(item.fixturenames)} - ENGINE_MODULES)
