@@ -31,7 +31,7 @@ from engines import Opened, open_in_process  # noqa: E402
 from prefect_server import running_prefect_server  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 from vllm_server import running_vllm_server  # noqa: E402
-from worker_scheduling import EngineModulesOnOneWorker, unlisted_engine_modules  # noqa: E402
+from worker_scheduling import EngineModulesOnOneWorker, slow_tiers_first, unlisted_engine_modules  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data" / "cut-paper"
 
@@ -45,6 +45,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if unlisted:
         raise pytest.UsageError(f"{', '.join(unlisted)} use the session's vLLM engines: add them to ENGINE_MODULES "
                                 "in tests/support/worker_scheduling.py, so that one worker starts each engine once")
+    if "PYTEST_XDIST_WORKER" in os.environ:  # workers hand out tests in this order
+        items.sort(key=slow_tiers_first)
 
 
 @pytest.fixture(scope="session")

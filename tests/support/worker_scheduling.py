@@ -1,6 +1,7 @@
 """How `make test`'s workers (pytest-xdist, `-n N`) share the suite: each test is a unit of work on
 its own, except the modules that use the session's vLLM engines (tests/conftest.py), which one
-worker runs, so each engine starts once. Being the largest unit, they are handed out first.
+worker runs, so each engine starts once. Being the largest unit, they are handed out first; then
+the integration and end-to-end tests, so that the unit tests, seconds each, fill the last minutes.
 
 xdist's own `--dist loadgroup` groups by a suffix it writes into node ids; pytest 9 builds node ids
 from their parts and the suffix is lost, so every grouped test ran wherever it was sent.
@@ -29,3 +30,8 @@ def unlisted_engine_modules(items) -> list[str]:
     """Modules with a test on the session's engines that ENGINE_MODULES does not list."""
     return sorted({item.nodeid.split("::", 1)[0] for item in items
                    if ENGINE_FIXTURES & set(item.fixturenames)} - ENGINE_MODULES)
+
+
+def slow_tiers_first(item) -> bool:
+    """Sort key: the integration and end-to-end tests before the unit tests."""
+    return item.get_closest_marker("integration") is None and item.get_closest_marker("e2e") is None
