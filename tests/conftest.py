@@ -37,7 +37,8 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "cut-paper"
 
 
 def pytest_xdist_make_scheduler(config, log):
-    return EngineModulesOnOneWorker(config, log)
+    """`-n N` alone (xdist's `--dist load`): group the engine modules; another `--dist` is xdist's."""
+    return EngineModulesOnOneWorker(config, log) if config.getvalue("dist") == "load" else None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -92,8 +93,8 @@ def cut_paper_iter1() -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory: pytest.TempPathFactory):
-    """The environment that points Prefect clients at one real server shared by the session's tests (each pytest worker's own)
-    (each starting its own, or a run its temporary one, cost 10-20 s a time). Tests keep their run
+    """The environment that points Prefect clients at one real server shared by the session's tests
+    (each starting its own, or a run its temporary one, cost 10-20 s a time); each pytest worker has its own. Tests keep their run
     names apart: a run's earlier attempts are looked up on the server by name."""
     with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:
         yield env

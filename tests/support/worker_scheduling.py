@@ -20,16 +20,18 @@ ENGINE_MODULES = frozenset({
 ENGINE_FIXTURES = frozenset({"shipped_merged_engine", "shipped_vllm_server"})
 
 
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 class EngineModulesOnOneWorker(LoadScopeScheduling):
     def _split_scope(self, nodeid: str) -> str:
-        module = nodeid.split("::", 1)[0]
-        return "the session's engines" if module in ENGINE_MODULES else nodeid
+        return "the session's engines" if _module(nodeid) in ENGINE_MODULES else nodeid
 
 
 def unlisted_engine_modules(items) -> list[str]:
     """Modules with a test on the session's engines that ENGINE_MODULES does not list."""
-    return sorted({item.nodeid.split("::", 1)[0] for item in items
-                   if ENGINE_FIXTURES & set(item.fixturenames)} - ENGINE_MODULES)
+    return sorted({_module(item.nodeid) for item in items if ENGINE_FIXTURES & set(item.fixturenames)} - ENGINE_MODULES)
 
 
 def slow_tiers_first(item) -> bool:
