@@ -8,7 +8,7 @@ import time
 from rounds.context import RunContext, attach, stored_check
 from samplers.base import Sampler
 from samplers.prompts import round_prompts
-from samplers.records import Prompt
+from samplers.records import Prompt, SamplingSettings
 from storage import records
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def sample(ctx: RunContext, sampler: Sampler, round: int) -> int:
     log.info("round %d: sampling %d prompts x %d from %s", round, len(prompts), ctx.config.sampler.n,
              state.adapter_in or "the base model")
     check = attach(sampler, ctx.adapter(state.adapter_in))
-    samples = sampler.sample(prompts)
+    samples = sampler.sample(prompts, SamplingSettings.from_config(ctx.config.sampler))
     source = ctx.config.prompts.suite or str(ctx.config.prompts.file)
     stored_prompts = {p.prompt_id: stored_prompt(p, source) for p in prompts}
     responses = [

@@ -113,6 +113,19 @@ def test_a_round_whose_adapter_folder_holds_other_weights_fails_before_sampling(
     assert ctx.store.query("SELECT count(*) AS n FROM adapter_checks") == [{"n": 0}]
 
 
+def test_the_sample_step_samples_with_the_runs_settings_not_the_samplers_own(tiny_model, tmp_path) -> None:
+    """A sampler opened once and shared (the experiment's arms, the tests' session engines) may carry
+    other settings than the run: the round's n and max_tokens are the run's, as its log line says."""
+    ctx = make_context(tmp_path, tiny_model)
+    ctx.store.add_run(ctx.run)
+    other = ctx.config.sampler.model_copy(update={"n": 1, "max_tokens": 2})
+    with open_sampler(other, ctx.base_model) as sampler:
+        context.start_round(ctx, 1)
+        assert sampling.sample(ctx, sampler, 1) == 4 * 2
+    stored = ctx.store.query("SELECT sampling FROM responses")
+    assert {row["sampling"]["n"] for row in stored} == {2} and {row["sampling"]["max_tokens"] for row in stored} == {6}
+
+
 @pytest.mark.parametrize(
     ("gate", "incumbent", "candidate", "promoted"),
     [
