@@ -114,8 +114,8 @@ def test_a_round_whose_adapter_folder_holds_other_weights_fails_before_sampling(
 
 
 def test_the_sample_step_samples_with_the_runs_settings_not_the_samplers_own(tiny_model, tmp_path) -> None:
-    """A sampler opened once and shared (the experiment's arms, the tests' session engines) may carry
-    other settings than the run: the round's n and max_tokens are the run's, as its log line says."""
+    """A sampler opened with other settings than the run's (the tests' session engines, opened once
+    for many runs): the round's n and max_tokens are the run's, as its log line says."""
     ctx = make_context(tmp_path, tiny_model)
     ctx.store.add_run(ctx.run)
     other = ctx.config.sampler.model_copy(update={"n": 1, "max_tokens": 2})
