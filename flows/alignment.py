@@ -44,12 +44,12 @@ def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge, round: int)
     state = steps.start_round(ctx, round)
     if state.gate_decision is None:
         earlier_s = sum(s or 0.0 for s in (state.sample_s, state.judge_s, state.refine_s, state.train_s, state.eval_s))
-        steps.sample(ctx, sampler, round)
+        steps.on_device(steps.sample)(ctx, sampler, round)
         steps.judge(ctx, judge, round)
         if ctx.config.cut.objective == "ilf":
-            steps.refine(ctx, sampler, judge, round)
-        candidate = steps.train(ctx, sampler, round, judge.judge_id)
-        scores = steps.evaluate(ctx, sampler, judge, round, candidate)
+            steps.on_device(steps.refine)(ctx, sampler, judge, round)
+        candidate = steps.on_device(steps.train)(ctx, sampler, round, judge.judge_id)
+        scores = steps.on_device(steps.evaluate)(ctx, sampler, judge, round, candidate)
         # Steps finished by an earlier, interrupted attempt count toward the round's wall time.
         promoted = steps.promote(ctx, round, candidate, scores, time.perf_counter() - started + earlier_s)
     else:  # decided by an earlier attempt, which may have stopped before what follows

@@ -66,7 +66,7 @@ def experiment(
             repeated = exp.repeat_config(settings, repeat)
             shared = open_run(repeated, exp.shared_run(name, repeat), store)
             steps.start_round(shared, 1)
-            steps.sample(shared, sampler, 1)
+            steps.on_device(steps.sample)(shared, sampler, 1)
             steps.judge(shared, judge, 1)
             exp.evaluate_base(shared, sampler, judge)
             for arm, arm_config in arm_configs.items():

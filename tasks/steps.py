@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from prefect import task
+from prefect import Task, get_client, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import ObjectNotFound
 
 from judges.base import Judge
 from rounds import context, evaluate as evaluating, gate, judge as judging, mirror, refine as refining
@@ -26,11 +27,24 @@ from tasks.training import trainer_for
 
 log = logging.getLogger(__name__)
 
-# Steps that hold the accelerator carry this tag; `prefect concurrency-limit create gpu 1`
-# then keeps two runs from using one card at once (docs/scaling.md).
+# The steps that hold the accelerator (sample, refine, train, evaluate) carry this tag where
+# `prefect concurrency-limit create gpu 1` keeps two runs from using one card at once (docs/scaling.md).
 DEVICE_TAG = "gpu"
 # The judging progress artifact moves in steps of this many percent.
 PROGRESS_STEP = 5.0
+
+
+def on_device(step: Task) -> Task:
+    """`step` tagged DEVICE_TAG when the Prefect server has a concurrency limit on that tag, else as
+    it is. Prefect asks the server for a slot for every tagged task run, limit or not; on a SQLite
+    server that request now and then fails as "database is locked" and is retried 2 s later, which
+    cost a quickstart round (bench/round.py) 4 s of its 70."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_concurrency_limit_by_tag(DEVICE_TAG)
+        except ObjectNotFound:
+            return step
+    return step.with_options(tags=[DEVICE_TAG])
 
 
 @task(name="start-round", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -38,7 +52,7 @@ def start_round(ctx: RunContext, round: int) -> records.RoundState:
     return context.start_round(ctx, round)
 
 
-@task(name="sample", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
+@task(name="sample", cache_policy=NO_CACHE)
 def sample(ctx: RunContext, sampler: Sampler, round: int) -> int:
     return sampling.sample(ctx, sampler, round)
 
@@ -64,12 +78,12 @@ def judge(ctx: RunContext, judge: Judge, round: int) -> int:
     return judging.judge(ctx, judge, round, judged)
 
 
-@task(name="refine", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
+@task(name="refine", cache_policy=NO_CACHE)
 def refine(ctx: RunContext, sampler: Sampler, judge: Judge, round: int) -> int:
     return refining.refine(ctx, sampler, judge, round)
 
 
-@task(name="train", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
+@task(name="train", cache_policy=NO_CACHE)
 def train(ctx: RunContext, sampler: Sampler, round: int, judge_id: str) -> records.Adapter | None:
     """The round's training, on `placement.train`'s pool, under `accelerate launch`, or here."""
     if ctx.config.placement.train is not None:
@@ -78,7 +92,7 @@ def train(ctx: RunContext, sampler: Sampler, round: int, judge_id: str) -> recor
     return training.train(ctx, round, judge_id, trainer_for(ctx.config, ctx.run, round))
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, tags=[DEVICE_TAG])
+@task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(
     ctx: RunContext, sampler: Sampler, judge: Judge, round: int, candidate: records.Adapter | None
 ) -> dict[str, dict[str, float]]:

@@ -421,6 +421,51 @@ def _attempts(env: dict[str, str], run: str) -> list[dict]:
     return [json.loads(line) for line in listed.stdout.splitlines()]
 
 
+def test_the_device_steps_take_the_gpu_concurrency_limit_only_where_the_server_has_one(
+    prefect_env, tiny_model: Path, tmp_path: Path
+) -> None:
+    """docs/scaling.md: after `prefect concurrency-limit create gpu 1` the steps that hold the card
+    carry the tag `gpu`, so two runs take the card in turn; with no limit they carry no tag, and
+    the server is not asked for a slot."""
+    untagged = subprocess.run([sys.executable, "-c", "from tasks import steps; print(sorted(steps.on_device(steps.sample).tags))"],
+                              env=prefect_env, cwd=REPO, capture_output=True, text=True)
+    assert untagged.stdout.split() == ["[]"], untagged.stderr[-3000:]
+    limit = [PREFECT, "concurrency-limit"]
+    subprocess.run([*limit, "create", "gpu", "1"], env=prefect_env, check=True, capture_output=True)
+    try:
+        config = write_config(tmp_path, tiny_model, rounds=1, sampler={"backend": "transformers"})
+        done = subprocess.run([ONLINE_CUT, "run", "--config", str(config), "--run", "limited"], env=prefect_env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-5000:]
+        tagged = {name: tags for name, tags in _task_run_tags(prefect_env, "limited")}
+        inspected = subprocess.run([*limit, "inspect", "gpu", "--output", "json"], env=prefect_env, check=True,
+                                   capture_output=True, text=True)
+    finally:  # the other tests on this server must not wait for the card
+        subprocess.run([*limit, "delete", "gpu"], env=prefect_env, check=True, capture_output=True)
+    assert tagged == {"start-round": [], "sample": ["gpu"], "judge": [], "train": ["gpu"], "evaluate": ["gpu"],
+                      "promote": [], "export": [], "mirror": []}
+    assert json.loads(inspected.stdout)["active_slots"] == []  # each step gave the card back
+
+
+def _task_run_tags(env: dict[str, str], run: str) -> list[tuple[str, list[str]]]:
+    """(task name, tags) of each task run in the round subflows of `run`'s flow runs."""
+    script = (
+        "import json, sys\n"
+        "from prefect import get_client\n"
+        "from prefect.client.schemas.filters import *\n"
+        "with get_client(sync_client=True) as client:\n"
+        "    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[sys.argv[1]])))\n"
+        "    rounds = client.read_flow_runs(flow_run_filter=FlowRunFilter(\n"
+        "        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id for run in runs])))\n"
+        "    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in rounds])))\n"
+        "    for task_run in tasks:\n"
+        "        print(json.dumps([task_run.name.rsplit('-', 1)[0], sorted(task_run.tags)]))\n"
+    )
+    listed = subprocess.run([sys.executable, "-c", script, f"run:{run}"], env=env, capture_output=True, text=True,
+                            check=True)
+    return [tuple(json.loads(line)) for line in listed.stdout.splitlines()]
+
+
 def test_serve_sets_up_the_automation_that_crashes_runs_without_heartbeats_once(prefect_env) -> None:
     script = (
         "from prefect import get_client\n"
