@@ -11,7 +11,8 @@ Align-N), each sequence capped at T=512 tokens (real lengths, padded to the long
   then minimises the mean −log p of every response token of every sequence, CUT computes
   flags, L1 and L2. The ratio is what CUT's objective costs beyond plain MLE on that data.
   Steps alternate after a warm-up step on the same batch, each repetition starting with the next
-  kind (CUT, MLE, DPO; then MLE, DPO, CUT; ...), since later steps ran faster here; each kind's
+  kind (CUT, MLE, DPO; then MLE, DPO, CUT; ...), since later steps ran faster here; by default
+  there are as many repetitions as kinds, so each kind runs once in each place. Each kind's
   fastest repetition counts (the machine is shared; the minimum is the least disturbed run).
 - `dpo_over_mle_step`: the same for a DPO step over the same sequences: the same forward,
   each sequence's response log-prob summed, the first half of the sequences paired with the
@@ -34,7 +35,7 @@ over a bfloat16 matrix-multiply peak measured in the same run (`bench/flops.py`)
 imports only `cut/` (none of its config, which needs pydantic), torch, transformers and peft: a
 GPU machine with PyTorch and those runs it. DPO is timed on the shipped model only.
 
-Run: `.venv/bin/python bench/train_step.py` (a few minutes on 2 CPU cores);
+Run: `.venv/bin/python bench/train_step.py` (about 6 minutes on 2 CPU cores);
 `python bench/train_step.py --device cuda --model-shape llama-8b` on a GPU. The last line is JSON.
 """
 
@@ -249,7 +250,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="triples in the micro-batch (B)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="cap on each sequence's tokens (T; default 512 shipped, 2048 for a random shape)")
-    parser.add_argument("--reps", type=int, default=1, help="timed steps of each kind (after a short warm-up)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="timed steps of each kind, after a warm-up (default: one per kind, so each kind runs once "
+                             "in each place)")
     args = parser.parse_args()
     shipped = args.model_shape == "shipped"
     args.max_length = args.max_length or (512 if shipped else 2048)
@@ -271,7 +274,7 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats(device)
     times = {kind: [] for kind in step_losses}
     kinds = list(step_losses)
-    for rep in range(args.reps):  # each repetition starts with the next kind: none always runs first
+    for rep in range(args.reps or len(kinds)):  # each repetition starts with the next kind: none always runs first
         for kind in kinds[rep % len(kinds):] + kinds[: rep % len(kinds)]:
             times[kind].append(timed_step(model, optimizer, batch, settings, step_losses[kind], precision))
     step_peak_gib = peak_memory_gib(device)
