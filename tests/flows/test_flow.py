@@ -399,22 +399,24 @@ def test_a_killed_attempt_is_marked_crashed_by_the_attempt_that_resumes_it(
 
 def _attempts(env: dict[str, str], run: str) -> list[dict]:
     """The attempts of `run` on the server, oldest first: name, state, state message, the states of
-    their round subflows, and how many of their task runs are still Running or Pending."""
+    their round subflows, how many of their task runs are still Running or Pending, and the tags
+    of each of their task runs by task name."""
     script = (
         "import json, sys\n"
         "from prefect import get_client\n"
         "from prefect.client.schemas.filters import *\n"
         "from prefect.client.schemas.objects import StateType\n"
-        "unfinished = TaskRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])\n"
+        "unfinished = {StateType.RUNNING, StateType.PENDING}\n"
         "with get_client(sync_client=True) as client:\n"
         "    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[sys.argv[1]])))\n"
         "    for run in sorted(runs, key=lambda run: run.created):\n"
         "        rounds = client.read_flow_runs(flow_run_filter=FlowRunFilter(\n"
         "            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))\n"
-        "        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id, *(r.id for r in rounds)])),\n"
-        "                                      task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=unfinished, name=None)))\n"
+        "        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id, *(r.id for r in rounds)])))\n"
         "        print(json.dumps({'name': run.name, 'state': run.state_type.value, 'message': run.state.message or '',\n"
-        "                          'rounds': [r.state_type.value for r in rounds], 'unfinished_tasks': len(tasks)}))\n"
+        "                          'rounds': [r.state_type.value for r in rounds],\n"
+        "                          'unfinished_tasks': sum(t.state_type in unfinished for t in tasks),\n"
+        "                          'task_tags': {t.name.rsplit('-', 1)[0]: sorted(t.tags) for t in tasks}}))\n"
     )
     listed = subprocess.run([sys.executable, "-c", script, f"run:{run}"], env=env, capture_output=True, text=True,
                             check=True)
@@ -437,33 +439,15 @@ def test_the_device_steps_take_the_gpu_concurrency_limit_only_where_the_server_h
         done = subprocess.run([ONLINE_CUT, "run", "--config", str(config), "--run", "limited"], env=prefect_env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-5000:]
-        tagged = {name: tags for name, tags in _task_run_tags(prefect_env, "limited")}
+        [attempt] = _attempts(prefect_env, "limited")
         inspected = subprocess.run([*limit, "inspect", "gpu", "--output", "json"], env=prefect_env, check=True,
                                    capture_output=True, text=True)
     finally:  # the other tests on this server must not wait for the card
         subprocess.run([*limit, "delete", "gpu"], env=prefect_env, check=True, capture_output=True)
-    assert tagged == {"start-round": [], "sample": ["gpu"], "judge": [], "train": ["gpu"], "evaluate": ["gpu"],
-                      "promote": [], "export": [], "mirror": []}
+    assert attempt["task_tags"] == {"online-cut-round": [],  # the task run Prefect keeps for the round subflow
+                                    "start-round": [], "sample": ["gpu"], "judge": [], "train": ["gpu"],
+                                    "evaluate": ["gpu"], "promote": [], "export": [], "mirror": []}
     assert json.loads(inspected.stdout)["active_slots"] == []  # each step gave the card back
-
-
-def _task_run_tags(env: dict[str, str], run: str) -> list[tuple[str, list[str]]]:
-    """(task name, tags) of each task run in the round subflows of `run`'s flow runs."""
-    script = (
-        "import json, sys\n"
-        "from prefect import get_client\n"
-        "from prefect.client.schemas.filters import *\n"
-        "with get_client(sync_client=True) as client:\n"
-        "    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[sys.argv[1]])))\n"
-        "    rounds = client.read_flow_runs(flow_run_filter=FlowRunFilter(\n"
-        "        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id for run in runs])))\n"
-        "    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in rounds])))\n"
-        "    for task_run in tasks:\n"
-        "        print(json.dumps([task_run.name.rsplit('-', 1)[0], sorted(task_run.tags)]))\n"
-    )
-    listed = subprocess.run([sys.executable, "-c", script, f"run:{run}"], env=env, capture_output=True, text=True,
-                            check=True)
-    return [tuple(json.loads(line)) for line in listed.stdout.splitlines()]
 
 
 def test_serve_sets_up_the_automation_that_crashes_runs_without_heartbeats_once(prefect_env) -> None:
