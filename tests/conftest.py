@@ -9,20 +9,27 @@ from pathlib import Path
 import pytest
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def _one_thread_per_worker() -> None:
     """Under `pytest -n N` (`make test`), each worker and what it starts (engines, servers, runs)
     computes on one thread and the kernel shares the cores among them. vLLM's CPU engine and torch
     spin OpenMP threads on every core they are given, and workers with more than one thread each
     would slow each other many times over. Runs before anything imports torch, which reads
-    OMP_NUM_THREADS once."""
+    OMP_NUM_THREADS once. The engines' processes then wait for each other asleep rather than
+    spinning on a core (tests/support/vllm_plugins/quiet_engine.py), the engines started by the
+    runs the tests launch too."""
     if "PYTEST_XDIST_WORKER" in os.environ:
         os.environ["OMP_NUM_THREADS"] = "1"
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"  # else vLLM binds a thread to each core
+        plugins = str(REPO / "tests" / "support" / "vllm_plugins")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (plugins, os.environ.get("PYTHONPATH"))))
+        sys.path.insert(0, plugins)  # what the engine processes this worker spawns start from
 
 
 _one_thread_per_worker()
 
-REPO = Path(__file__).resolve().parents[1]
 # The helpers in tests/support import as top-level modules, as they do when run as scripts.
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
