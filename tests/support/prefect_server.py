@@ -50,6 +50,12 @@ def running_prefect_server(home: Path) -> Iterator[dict[str, str]]:
         # waits for on the same event loop: the server then stopped answering (a test hung 7 minutes).
         # No test needs an automation to fire; tests/flows/test_flow.py checks the one `serve` creates.
         "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+        # The server's loops that no test needs, and its UI: each of the suite's servers otherwise
+        # polls its database for schedules, late and paused runs, cancellations and worker health.
+        # The task-run recorder, the event persister and the lease repossessor stay.
+        **{f"PREFECT_SERVER_SERVICES_{service}_ENABLED": "false" for service in (
+            "SCHEDULER", "LATE_RUNS", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP", "FOREMAN", "CLEANUP_RECONCILER")},
+        "PREFECT_UI_ENABLED": "false",
     }
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "server.log").open("w")
