@@ -6,6 +6,8 @@ from the variable a config names (`judge.api_key_env`, whatever its name), the v
 Prefect Secret block, credentials inside a configured URL. Three nets use them: values under
 secret-looking keys in JSON payloads (`api_key`, `Authorization`, ...) are replaced, known
 secrets are cut out of every stored string, and log records are scrubbed as they are made.
+A key that names where a secret is kept (`judge.api_key_env`, `judge.api_key_secret`) holds a
+name, not a secret: its value stays, so a stored config reads back as it was written.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 SECRET_NAME = re.compile(r"(api[_-]?key|secret|password|passwd|authorization|(^|[_-])token$|credential)", re.IGNORECASE)
+# Keys whose value is the name of an environment variable or of a Prefect Secret block.
+SECRET_REFERENCE = re.compile(r"(_env|^api_key_secret)$", re.IGNORECASE)
 # Shorter values of secret-looking variables are too likely to occur by chance in ordinary text.
 MIN_SECRET_LENGTH = 8
 # A registered value is known to be a secret, so it only needs to be long enough not to eat words.
@@ -51,7 +55,7 @@ def redact_payload(value: Any, secrets: list[str]) -> Any:
     """A copy of a JSON-like value with secret-keyed values replaced and secret strings cut out."""
     if isinstance(value, dict):
         return {
-            key: REDACTED if SECRET_NAME.search(str(key)) and item is not None else redact_payload(item, secrets)
+            key: REDACTED if _holds_secret(str(key)) and item is not None else redact_payload(item, secrets)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
@@ -59,6 +63,10 @@ def redact_payload(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
         return scrub_text(value, secrets)
     return value
+
+
+def _holds_secret(key: str) -> bool:
+    return bool(SECRET_NAME.search(key)) and not SECRET_REFERENCE.search(key)
 
 
 def url_credentials(url: str) -> list[str]:
