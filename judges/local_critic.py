@@ -67,14 +67,31 @@ class LocalCritic(Judge):
             structured_outputs=StructuredOutputsParams(json=schema) if config.structured_output else None,
         )
 
+    def _too_long(self, conversation: list[dict[str, str]]) -> str | None:
+        """Why the critic cannot take `conversation`, or None: vLLM refuses a prompt that fills its context."""
+        context = self.llm.llm_engine.model_config.max_model_len
+        prompt = self.llm.get_tokenizer().apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+        length = len(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+        if length < context:
+            return None
+        return (f"too long for the critic's context: the prompt is {length} tokens, the critic's context holds "
+                f"{context} (prompt and reply together)")
+
     async def _judge_fresh(self, items: list[JudgeItem], progress: Progress) -> list[Judgment]:
-        """All items in one batch; the malformed replies once more, in a repair batch."""
+        """All items in one batch; the malformed replies once more, in a repair batch. An item whose
+        prompt does not fit the critic's context fails alone, with the reason."""
         config = self.config
         conversations = [judge_messages(item, config.system_prompt, config.user_template) for item in items]
         results: dict[int, Judgment] = {}
         tokens = {i: (0, 0) for i in range(len(items))}
         pending = list(range(len(items)))
         for attempt in ("first", "repair"):
+            for i in pending:
+                if (reason := self._too_long(conversations[i])) is not None:
+                    results[i] = Judgment.failed(self.judge_id, reason, input_tokens=tokens[i][0],
+                                                 output_tokens=tokens[i][1])
+            progress(sum(i in results for i in pending))
+            pending = [i for i in pending if i not in results]
             if not pending:
                 break
             started = time.perf_counter()

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from judges.judgment import JudgeItem
 
 
+SOME_FAILED = 3  # the exit status when some records failed and the rest were judged
+
+
 def judge(
     file: Path = typer.Argument(..., help="JSONL, one record a line (a JSON list or Parquet also reads): instruction, input (optional), response"),
     config: Path = typer.Option(..., "--config", help="a YAML config; its `judge` section picks the judge"),
@@ -34,6 +37,10 @@ def judge(
     """Judge every response in FILE and write the records with their judgments to OUT.
 
     OUT is written once every record has a result (judged, or failed with its reason); a bad input line stops the command before anything is judged or written.
+
+    Exit status: 0 when every record was judged; 1 on bad input or a judge that cannot start (nothing
+    written); 3 when some records could not be judged (too long for the judge, refused, malformed
+    replies): OUT then holds every record, the failed ones with status "failed" and their error.
     """
     from pydantic import ValidationError
     from tqdm import tqdm
@@ -81,6 +88,8 @@ def judge(
     ]
     write_records(out, annotated, format="jsonl")
     _print_summary(judgments, out)
+    if any(j.status == "failed" for j in judgments):
+        raise typer.Exit(SOME_FAILED)
 
 
 def _read_records(file: Path) -> tuple[list[dict[str, Any]], list[JudgeItem]]:
