@@ -5,7 +5,9 @@ attempt. An attempt killed with SIGKILL never reports its end, so the server sho
 for ever. Two remedies:
 - each attempt tags its flow run with the run (`run:<name>`, also a filter in the UI) and its
   process; a resuming attempt sets the earlier attempts whose process on this host is gone
-  (their round subflows and tasks with them) to Crashed;
+  (their round subflows and tasks with them) to Crashed, and the subflows and tasks left
+  Running under an earlier attempt that has already ended (a served deployment's runner
+  reports its killed flow run Crashed, but not the round subflow inside it);
 - for an attempt killed without a resume, Prefect's own zombie detection: flow runs send
   heartbeats (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`), and the automation `online-cut serve`
   creates marks a flow run Crashed when they stop.
@@ -51,9 +53,12 @@ def begin_attempt(run: str) -> tuple[FlowRun, list[FlowRun]]:
         client.update_flow_run(this.id, tags=tags)
         earlier = [a for a in _attempts(client, run) if a.id != this.id]
         for attempt in earlier:
+            message = (f"Crashed: its process ({_process(attempt)}) was gone when flow run '{this.name}' resumed "
+                       f"run '{run}'")
             if attempt.state_type in UNFINISHED and _process_gone(attempt):
-                _crash(client, attempt, f"Crashed: its process ({_process(attempt)}) was gone when flow run "
-                                        f"'{this.name}' resumed run '{run}'")
+                _crash(client, attempt, message)
+            elif attempt.state_type not in UNFINISHED:  # ended: nothing under it runs any more
+                _crash(client, attempt, message, attempt_too=False)
         return this, _attempts(client, run)
 
 
@@ -62,8 +67,9 @@ def _attempts(client: SyncPrefectClient, run: str) -> list[FlowRun]:
     return sorted(flow_runs, key=lambda r: r.created)
 
 
-def _crash(client: SyncPrefectClient, attempt: FlowRun, message: str) -> None:
-    """Set the attempt, its unfinished round subflows and its unfinished task runs to Crashed."""
+def _crash(client: SyncPrefectClient, attempt: FlowRun, message: str, attempt_too: bool = True) -> None:
+    """Set the attempt (unless not `attempt_too`), its unfinished round subflows and its unfinished task
+    runs to Crashed."""
     subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(
         parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[attempt.id]),
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNFINISHED))))
@@ -73,7 +79,8 @@ def _crash(client: SyncPrefectClient, attempt: FlowRun, message: str) -> None:
         task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=UNFINISHED), name=None)))
     for task_run in task_runs:
         client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
-    for flow_run_id in reversed(flow_run_ids):  # subflows first, as a crash would end them
+    to_crash = flow_run_ids if attempt_too else flow_run_ids[1:]
+    for flow_run_id in reversed(to_crash):  # subflows first, as a crash would end them
         client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
 
 

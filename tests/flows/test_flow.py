@@ -87,7 +87,13 @@ def query(db: Path, sql: str, *params) -> list[tuple]:
         return connection.execute(sql, params).fetchall()
 
 
-def test_deployment_runs_two_rounds_from_the_prefect_cli(prefect_env, tiny_model: Path, tmp_path: Path) -> None:
+def test_deployment_runs_two_rounds_from_the_prefect_cli_and_resumes_a_sigkilled_flow_run(
+    prefect_env, tiny_model: Path, tmp_path: Path
+) -> None:
+    """The served flow run is SIGKILLed in round 1, which its runner reports Crashed; `prefect deployment
+    run` with the same run name resumes it, and once that attempt completes no flow run of the run is
+    left Running (issue 37: the killed attempt's round subflow stayed Running until the heartbeat
+    automation crashed it minutes later)."""
     config = write_config(tmp_path, tiny_model)
     log = tmp_path / "serve.log"
     with in_background([ONLINE_CUT, "serve", "--config", str(config)], prefect_env, tmp_path, log) as serve:
@@ -98,7 +104,20 @@ def test_deployment_runs_two_rounds_from_the_prefect_cli(prefect_env, tiny_model
 
         wait_until(lambda: deployed() or serve.poll() is not None, 180, "the served deployment", poll_s=2)
         assert serve.poll() is None, log.read_text()[-3000:]
+        subprocess.run([PREFECT, "deployment", "run", "online-cut/online-cut", "-p", "rounds=2", "-p", "run=e2e"],
+                       env=prefect_env, capture_output=True, check=True)
+        wait_until(lambda: (started := _attempts(prefect_env, "e2e")) and started[0]["process"], 120,
+                   "the served flow run to tag its process", poll_s=0.5)
+        pid = int(_attempts(prefect_env, "e2e")[0]["process"].rpartition(":")[2])
+        wait_until(lambda: "round 1: training" in log.read_text(), 300, "round 1's training", poll_s=0.1)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: _attempts(prefect_env, "e2e")[0]["state"] == "CRASHED", 60,
+                   "the runner to report the killed flow run", poll_s=0.5)
         run_deployment(prefect_env, log, "rounds=2", "run=e2e")
+
+    killed, resumed = _attempts(prefect_env, "e2e")
+    assert (killed["state"], killed["rounds"], killed["unfinished_tasks"]) == ("CRASHED", ["CRASHED"], 0)
+    assert (resumed["state"], resumed["rounds"]) == ("COMPLETED", ["COMPLETED", "COMPLETED"])
 
     db = tmp_path / "store.duckdb"
     assert query(db, "SELECT count(*) FROM responses WHERE run = 'e2e'") == [(2 * PER_ROUND * SAMPLES,)]
@@ -398,8 +417,8 @@ def test_a_killed_attempt_is_marked_crashed_by_the_attempt_that_resumes_it(
 
 
 def _attempts(env: dict[str, str], run: str) -> list[dict]:
-    """The attempts of `run` on the server, oldest first: name, state, state message, the states of
-    their round subflows, how many of their task runs are still Running or Pending, and the tags
+    """The attempts of `run` on the server, oldest first: name, state, state message, the process that ran
+    it (host:pid), the states of their round subflows, how many of their task runs are still Running or Pending, and the tags
     of each of their task runs by task name."""
     script = (
         "import json, sys\n"
@@ -413,7 +432,9 @@ def _attempts(env: dict[str, str], run: str) -> list[dict]:
         "        rounds = client.read_flow_runs(flow_run_filter=FlowRunFilter(\n"
         "            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))\n"
         "        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id, *(r.id for r in rounds)])))\n"
+        "        process = next((t.removeprefix('process:') for t in run.tags if t.startswith('process:')), None)\n"
         "        print(json.dumps({'name': run.name, 'state': run.state_type.value, 'message': run.state.message or '',\n"
+        "                          'process': process,\n"
         "                          'rounds': [r.state_type.value for r in rounds],\n"
         "                          'unfinished_tasks': sum(t.state_type in unfinished for t in tasks),\n"
         "                          'task_tags': {t.name.rsplit('-', 1)[0]: sorted(t.tags) for t in tasks}}))\n"
