@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 export ONLINE_CUT_CACHE ?= $(CURDIR)/.cache/online-cut
 MODEL_DONE := $(ONLINE_CUT_CACHE)/models/smollm2-135m-instruct/.prepared
 
-.PHONY: setup test test-unit test-faults demo stop screenshot constraints clean
+.PHONY: setup test test-unit test-faults test-slow demo stop screenshot constraints clean
 
 setup: $(INSTALLED) $(MODEL_DONE)
 
@@ -47,6 +47,10 @@ test-unit: setup
 # The real-engine kill matrix: SIGKILL during each step of a vLLM run, then a resume (slow).
 test-faults: setup
 	$(PYTHON) -m pytest -m faults --durations=15
+
+# Several rounds of the shipped model with every adapter check on (minutes).
+test-slow: setup
+	$(PYTHON) -m pytest -m slow --durations=15
 
 # A local Prefect server and the deployment in the background, 2 rounds watched to the end.
 demo: setup

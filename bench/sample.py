@@ -57,6 +57,7 @@ def timed(label: str, generate) -> tuple[float, int]:
 class FingerprintFigures:
     max_abs: float
     mean_abs: float
+    noise: float  # the engine's own mean |Δ log p| on the base model
     check_s: float
 
 
@@ -67,9 +68,10 @@ def fingerprint_figures(sampler, adapter: Path) -> FingerprintFigures:
     check = sampler.attach(adapter, name="bench")
     started = time.perf_counter()
     sampler.check_fingerprint(check, read_fingerprint(adapter))
-    figures = FingerprintFigures(check.fingerprint.max_abs, check.fingerprint.mean_abs, time.perf_counter() - started)
+    found = check.fingerprint
+    figures = FingerprintFigures(found.adapter.max_abs, found.adapter.mean_abs, found.noise, time.perf_counter() - started)
     print(f"{sampler.backend}: fingerprint max |Δ log p| {figures.max_abs:.2e}, mean {figures.mean_abs:.2e}, "
-          f"check {figures.check_s:.2f} s", flush=True)
+          f"engine noise {figures.noise:.2e}, check {figures.check_s:.2f} s", flush=True)
     return figures
 
 
@@ -206,6 +208,7 @@ def main() -> None:
         "pipeline_over_best": round(speeds["pipeline"] / raw[best_way], 3) if "pipeline" in speeds and raw else None,
         "fingerprint_max_abs": {name: float(f"{f.max_abs:.3g}") for name, f in fingerprints.items()},
         "fingerprint_mean_abs": {name: float(f"{f.mean_abs:.3g}") for name, f in fingerprints.items()},
+        "engine_noise_mean_abs": {name: float(f"{f.noise:.3g}") for name, f in fingerprints.items()},
         "fingerprint_check_s": {name: round(f.check_s, 3) for name, f in fingerprints.items()},
         "quickstart_round_sampling_s": round(round_sampling_s, 1) if round_sampling_s else None,
         "fingerprint_check_share": (

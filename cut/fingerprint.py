@@ -1,8 +1,11 @@
 """An adapter's fingerprint: the log-probs of fixed probe tokens under the trained model.
 
-The trainer writes it beside the adapter's weights (`fingerprint.json`); a sampler scores the
-same token ids (prompt log-probs, nothing generated) once the adapter is attached, and the two
-must agree to within the engine's numerical noise, or the sampler is not serving these weights.
+The trainer writes it beside the adapter's weights (`fingerprint.json`), in float32, with the
+same tokens' log-probs under the model training started from (the parent: the previous
+round's adapter or the base) and under the base model alone. A sampler scores the same token
+ids (prompt log-probs, nothing generated) once the adapter is attached; `match` then asks
+whether the engine's scores are those of this adapter rather than its parent's, against the
+engine's own noise, which the base model's log-probs measure (`samplers/base.py`).
 
 Each probe is a chat-templated prompt with a fixed response, tokenized apart and concatenated
 as the trainer builds its rows. Every probe starts with the same system message, longer than
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 FINGERPRINT_FILE = "fingerprint.json"
 
@@ -49,27 +52,44 @@ class ProbeSequence:
         return self.token_ids[self.response_start :]
 
 
+LogProbs = tuple[tuple[float, ...], ...]
+"""Per probe, log p of each response token."""
+
+
 @dataclass(frozen=True)
 class Fingerprint:
-    """Per probe, log p of each response token under the model that wrote it (float32)."""
+    """Per probe, log p of each response token under the model that wrote it, its parent and the
+    base model alone (float32). Fingerprints written before the parent's and the base's were
+    recorded hold only the adapter's."""
 
     sequences: tuple[ProbeSequence, ...]
-    logprobs: tuple[tuple[float, ...], ...]
+    logprobs: LogProbs
+    parent_logprobs: LogProbs | None = None
+    base_logprobs: LogProbs | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "probes": [
-                {"token_ids": list(s.token_ids), "response_start": s.response_start, "logprobs": list(lp)}
-                for s, lp in zip(self.sequences, self.logprobs)
-            ]
-        }
+        probes = []
+        for index, (sequence, logprobs) in enumerate(zip(self.sequences, self.logprobs)):
+            probe = {"token_ids": list(sequence.token_ids), "response_start": sequence.response_start,
+                     "logprobs": list(logprobs)}
+            for key, other in (("parent_logprobs", self.parent_logprobs), ("base_logprobs", self.base_logprobs)):
+                if other is not None:
+                    probe[key] = list(other[index])
+            probes.append(probe)
+        return {"probes": probes}
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> Fingerprint:
         probes = payload["probes"]
+
+        def optional(key: str) -> LogProbs | None:
+            return tuple(tuple(p[key]) for p in probes) if all(key in p for p in probes) else None
+
         return cls(
             tuple(ProbeSequence(tuple(p["token_ids"]), p["response_start"]) for p in probes),
             tuple(tuple(p["logprobs"]) for p in probes),
+            optional("parent_logprobs"),
+            optional("base_logprobs"),
         )
 
 
@@ -82,14 +102,66 @@ class FingerprintDistance:
     tokens: int
 
 
-def distance(expected: Fingerprint, measured: list[list[float]]) -> FingerprintDistance:
-    """Compare `measured` (per probe, log p of each response token) with the fingerprint."""
+def distance(expected: LogProbs, measured: LogProbs | list[list[float]]) -> FingerprintDistance:
+    """Compare `measured` (per probe, log p of each response token) with `expected`."""
     diffs = []
-    for want, got in zip(expected.logprobs, measured, strict=True):
+    for want, got in zip(expected, measured, strict=True):
         if len(want) != len(got):
             raise ValueError(f"probe scored {len(got)} response tokens, the fingerprint has {len(want)}")
         diffs += [abs(a - b) for a, b in zip(want, got)]
     return FingerprintDistance(max(diffs), sum(diffs) / len(diffs), len(diffs))
+
+
+# The engine's distance from the adapter may be this many times its noise on the base model:
+# a trained adapter moves some probe tokens to lower probabilities, where rounding moves log p
+# further (measured on real adapters: docs/adapter-check.md).
+NOISE_MULTIPLE = 4.0
+# Adapter and parent closer than this many times the engine's noise cannot be told apart.
+SEPARABLE_MULTIPLE = 4.0
+# "Clearly nearer the adapter": at most this share of the distance from the parent.
+NEARER_SHARE = 0.5
+
+Verdict = Literal["match", "indistinguishable", "mismatch"]
+
+
+@dataclass(frozen=True)
+class FingerprintMatch:
+    """Whether an engine's scores of the probe tokens are the adapter's, all in mean |Δ log p|."""
+
+    adapter: FingerprintDistance  # engine vs the adapter's float32 log-probs
+    parent: FingerprintDistance | None  # engine vs the parent's (None: not recorded)
+    separation: float | None  # adapter vs parent, both float32: what there is to tell apart
+    noise: float  # the engine's own distance from the float32 base model
+    noise_measured: bool  # False: the precision's typical noise, assumed (no base log-probs to measure it)
+    verdict: Verdict
+
+    @property
+    def tolerance(self) -> float:
+        return NOISE_MULTIPLE * self.noise
+
+
+def match(expected: Fingerprint, measured: list[list[float]], noise: float, noise_measured: bool) -> FingerprintMatch:
+    """The verdict on an engine whose scores of `expected`'s probe tokens are `measured`.
+
+    - mismatch: farther from the adapter than `NOISE_MULTIPLE` times the engine's noise, or not
+      clearly nearer the adapter than its parent (at most `NEARER_SHARE` of that distance);
+    - indistinguishable: within the noise, but adapter and parent differ by less than
+      `SEPARABLE_MULTIPLE` times it, so the parent's weights would pass as well;
+    - match: within the noise and clearly nearer the adapter.
+    """
+    to_adapter = distance(expected.logprobs, measured)
+    if expected.parent_logprobs is None:
+        verdict: Verdict = "match" if to_adapter.mean_abs <= NOISE_MULTIPLE * noise else "mismatch"
+        return FingerprintMatch(to_adapter, None, None, noise, noise_measured, verdict)
+    to_parent = distance(expected.parent_logprobs, measured)
+    separation = distance(expected.logprobs, expected.parent_logprobs).mean_abs
+    if to_adapter.mean_abs > NOISE_MULTIPLE * noise:
+        verdict = "mismatch"
+    elif separation < SEPARABLE_MULTIPLE * noise:
+        verdict = "indistinguishable"
+    else:
+        verdict = "match" if to_adapter.mean_abs <= NEARER_SHARE * to_parent.mean_abs else "mismatch"
+    return FingerprintMatch(to_adapter, to_parent, separation, noise, noise_measured, verdict)
 
 
 def probe_sequences(tokenizer: Any) -> tuple[ProbeSequence, ...]:
@@ -129,10 +201,29 @@ def score_probe(model: Any, sequences: tuple[ProbeSequence, ...]) -> list[list[f
     return scores
 
 
-def adapter_fingerprint(model: Any, tokenizer: Any) -> Fingerprint:
-    """The fingerprint of `model` as it is now (call it in float32, after training)."""
+def adapter_fingerprint(model: Any, tokenizer: Any, parent: Fingerprint | None) -> Fingerprint:
+    """The fingerprint of `model` (a PEFT model in float32, after training) continued from the adapter
+    whose fingerprint is `parent` (None: a fresh LoRA on the base model, which is then the parent).
+    The base's log-probs come from `parent` where it holds them, so only a first round scores the
+    base (with the adapter disabled)."""
     sequences = probe_sequences(tokenizer)
-    return Fingerprint(sequences, tuple(tuple(lp) for lp in score_probe(model, sequences)))
+    same_probe = parent is not None and parent.sequences == sequences
+    base = parent.base_logprobs if same_probe else None
+    if base is None:
+        with model.disable_adapter():
+            base = _logprobs(model, sequences)
+    parent_logprobs = base if parent is None else parent.logprobs if same_probe else None
+    return Fingerprint(sequences, _logprobs(model, sequences), parent_logprobs, base)
+
+
+def parent_fingerprint(model: Any, tokenizer: Any) -> Fingerprint:
+    """The probe's log-probs under `model` before training, for a continued adapter saved without a fingerprint."""
+    sequences = probe_sequences(tokenizer)
+    return Fingerprint(sequences, _logprobs(model, sequences))
+
+
+def _logprobs(model: Any, sequences: tuple[ProbeSequence, ...]) -> LogProbs:
+    return tuple(tuple(lp) for lp in score_probe(model, sequences))
 
 
 def write_fingerprint(fingerprint: Fingerprint, adapter_dir: Path) -> None:

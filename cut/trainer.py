@@ -33,7 +33,7 @@ from cut.batches import collate, micro_batches
 from cut.config import CutConfig, LoraConfig
 from cut.data import Triple, balanced_indices
 from cut.dpo import dpo_micro_batch, dpo_step_metrics, pair_rows, with_reference
-from cut.fingerprint import adapter_fingerprint, write_fingerprint
+from cut.fingerprint import Fingerprint, adapter_fingerprint, parent_fingerprint, read_fingerprint, write_fingerprint
 from cut.logprobs import autocast_for, response_logprobs
 from cut.lora import add_lora
 from cut.objective import cut_loss
@@ -77,14 +77,15 @@ def check_replaceable(out_dir: Path) -> None:
         raise ValueError(f"{out_dir}: not empty and not an adapter folder; refusing to replace it")
 
 
-def save_adapter(model: PeftModel, out_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Write the adapter folder, its fingerprint (`cut.fingerprint`, in float32) beside the weights,
+def save_adapter(model: PeftModel, out_dir: Path, tokenizer: PreTrainedTokenizerBase, parent: Fingerprint | None) -> None:
+    """Write the adapter folder, its fingerprint (`cut.fingerprint`, in float32, with the log-probs of
+    the adapter it continued, `parent`, None for a fresh one, and of the base) beside the weights,
     whole or not at all: into a sibling, then renamed into place."""
     check_replaceable(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
-    write_fingerprint(adapter_fingerprint(model, tokenizer), partial)
+    write_fingerprint(adapter_fingerprint(model, tokenizer, parent), partial)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     partial.rename(out_dir)
@@ -124,6 +125,9 @@ def train(
             raise ValueError(f"no row to train on: {len(triples)} triples, {dropped} too long, objective {config.objective}")
 
     model = load_lora_model(base_model, config.lora, init_adapter, device)
+    # The adapter's fingerprint records its parent's probe log-probs: the continued adapter's own
+    # fingerprint, scored now only for one written without it.
+    parent = None if init_adapter is None else read_fingerprint(init_adapter) or parent_fingerprint(model, tokenizer)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.objective == "dpo":
@@ -187,7 +191,7 @@ def train(
     first_scores = [first_visit[i] for i in sorted(first_visit)]
     flagged = flagged_tokens(first_scores, [units[i] for i in sorted(first_visit)], tokenizer)
     if accelerator.is_main_process:
-        save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer)
+        save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer, parent)
     return TrainResult(out_dir, metrics, flagged, first_scores, rows, dropped, accelerator.is_main_process,
                        trained_pairs)
 

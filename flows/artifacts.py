@@ -42,12 +42,20 @@ def round_row(ctx: RunContext, round: int) -> dict:
         "FROM training_steps WHERE run = ? AND round = ?",
         [ctx.run, round],
     )
+    checks = ctx.store.query(
+        "SELECT verdict, noise_mean_abs FROM adapter_checks WHERE run = ? AND round = ? AND step = 'sample'",
+        [ctx.run, round],
+    )
+    check = checks[0] if checks else {"verdict": None, "noise_mean_abs": None}  # None: the base model
     return {
         "round": round,
         "samples": summary["responses"],
-        # How far the sampler's scores of the adapter's fingerprint were from the trainer's (None: base model).
+        # How far the sampler's scores of the adapter's fingerprint were from the trainer's, against the
+        # engine's own noise, and the check's verdict (None: the base model).
         "fingerprint_max_abs": summary["fingerprint_max_abs"],
         "fingerprint_mean_abs": summary["fingerprint_mean_abs"],
+        "engine_noise": check["noise_mean_abs"],
+        "adapter_check": check["verdict"],
         "positive_share": summary["positive_share"],
         "judge_failures": summary["failed"],
         "judge_cost_usd": summary["judge_cost_usd"],

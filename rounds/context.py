@@ -76,11 +76,15 @@ def attach(sampler: Sampler, adapter: records.Adapter | None) -> AdapterCheck | 
 
 def stored_check(ctx: RunContext, round: int, step: str, check: AdapterCheck) -> records.AdapterCheck:
     """The store's row for the proof that `step` sampled from the adapter it names."""
-    fingerprint, tolerance = check.fingerprint, check.tolerance
+    found = check.fingerprint
+    figures = {} if found is None else dict(
+        fingerprint_max_abs=found.adapter.max_abs, fingerprint_mean_abs=found.adapter.mean_abs,
+        fingerprint_tokens=found.adapter.tokens, tolerance_mean_abs=found.tolerance, verdict=found.verdict,
+        parent_mean_abs=found.parent and found.parent.mean_abs, separation_mean_abs=found.separation,
+        noise_mean_abs=found.noise, noise_measured=found.noise_measured,
+    )
     return records.AdapterCheck(
         run=ctx.run, round=round, step=step, adapter_id=check.adapter, backend=check.backend,
         precision=check.precision, differing_outputs=check.differing_outputs, max_logprob_diff=check.max_logprob_diff,
-        fingerprint_max_abs=fingerprint and fingerprint.max_abs, fingerprint_mean_abs=fingerprint and fingerprint.mean_abs,
-        fingerprint_tokens=fingerprint and fingerprint.tokens, tolerance_max_abs=tolerance and tolerance.max_abs,
-        tolerance_mean_abs=tolerance and tolerance.mean_abs,
+        **figures,
     )

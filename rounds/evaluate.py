@@ -10,8 +10,8 @@ from judges.base import Judge
 from judges.config import JudgeConfig
 from judges.factory import build_judge
 from judges.judgment import JudgeItem
-from rounds.context import RunContext, attach
-from samplers.base import Sampler
+from rounds.context import RunContext, attach, stored_check
+from samplers.base import AdapterCheck, Sampler
 from samplers.prompts import read_prompt_file, suite_prompts
 from samplers.records import Prompt, SamplingSettings
 from storage import records
@@ -55,6 +55,7 @@ class HeldOutScore:
     mean_score: float | None  # the judge's mean score (rule critics: share of parts right); None: it gives none
     n: int  # answers judged
     failed: int  # answers the judge could not judge, left out of both figures
+    check: AdapterCheck | None  # the attach's proof that the adapter scored was the one served (None: base model)
 
     def value(self, metric: str) -> float:
         """The figure the gate compares (`evaluation.metric`)."""
@@ -67,7 +68,7 @@ class HeldOutScore:
 
 def held_out_score(sampler: Sampler, adapter: records.Adapter | None, held_out: HeldOutSet) -> HeldOutScore:
     """How the set's judge judged the greedy answers of the adapter to the held-out prompts."""
-    attach(sampler, adapter)
+    check = attach(sampler, adapter)
     samples = sampler.sample(held_out.prompts, EVAL_SETTINGS)
     by_id = {p.prompt_id: p for p in held_out.prompts}
     items = [
@@ -88,12 +89,14 @@ def held_out_score(sampler: Sampler, adapter: records.Adapter | None, held_out: 
         mean_score=sum(scores) / len(scores) if len(scores) == len(judged) else None,
         n=len(judged),
         failed=len(verdicts) - len(judged),
+        check=check,
     )
 
 
 def measure(ctx: RunContext, sampler: Sampler, round: int, role: str, adapter: records.Adapter | None,
-            held_out: HeldOutSet) -> records.Evaluation:
-    """The adapter's evaluation on a held-out set: `evaluation.metric` as its score, both figures in details."""
+            held_out: HeldOutSet) -> tuple[records.Evaluation, AdapterCheck | None]:
+    """The adapter's evaluation on a held-out set (`evaluation.metric` as its score, both figures in
+    details) and its attach's check."""
     measured = held_out_score(sampler, adapter, held_out)
     metric = ctx.config.evaluation.metric
     log.info("round %d: held-out %s on %s (%s): %s %.3f over %d prompts", round, role, held_out.name,
@@ -103,7 +106,7 @@ def measure(ctx: RunContext, sampler: Sampler, round: int, role: str, adapter: r
         adapter_id=adapter.adapter_id if adapter else None, judge=held_out.judge.judge_id,
         details={"positive_share": measured.positive_share, "mean_score": measured.mean_score,
                  "failed": measured.failed, "metric": metric},
-    )
+    ), measured.check
 
 
 def _known_score(ctx: RunContext, adapter: records.Adapter | None, suite: str) -> records.Evaluation | None:
@@ -125,7 +128,7 @@ def evaluate(ctx: RunContext, sampler: Sampler, judge: Judge, round: int,
         incumbent = ctx.adapter(state.adapter_in)
         sets = held_out_sets(ctx, judge)
         log.info("round %d: evaluating on %s", round, ", ".join(h.name for h in sets))
-        evaluations = []
+        evaluations, checks = [], {}
         for role, adapter in (("incumbent", incumbent), ("candidate", candidate)):
             if role == "candidate" and candidate is None:
                 continue
@@ -134,9 +137,14 @@ def evaluate(ctx: RunContext, sampler: Sampler, judge: Judge, round: int,
                 if known is not None:
                     evaluations.append(known.model_copy(update={"round": round, "role": role}))
                     continue
-                evaluations.append(measure(ctx, sampler, round, role, adapter, held_out))
+                evaluation, check = measure(ctx, sampler, round, role, adapter, held_out)
+                evaluations.append(evaluation)
+                if check is not None:  # one row per adapter: every set attaches it the same way
+                    checks[check.adapter] = stored_check(ctx, round, "evaluate", check)
         with ctx.store.transaction() as tx:
             tx.add_evaluations(evaluations)
+            for check in checks.values():
+                tx.add_adapter_check(check)
             tx.record_round_step(ctx.run, round, "eval", time.perf_counter() - started)
     rows = ctx.store.query("SELECT role, suite, score FROM evaluations WHERE run = ? AND round = ?", [ctx.run, round])
     scores: dict[str, dict[str, float]] = {}

@@ -67,7 +67,7 @@ def evaluate_base(ctx: RunContext, sampler: Sampler, judge: Judge) -> None:
     if ctx.store.query("SELECT 1 FROM evaluations WHERE run = ? AND round = 1", [ctx.run]):
         return
     ctx.store.add_evaluations(
-        measure(ctx, sampler, 1, "incumbent", None, held_out) for held_out in held_out_sets(ctx, judge)
+        measure(ctx, sampler, 1, "incumbent", None, held_out)[0] for held_out in held_out_sets(ctx, judge)
     )
 
 

@@ -51,6 +51,10 @@ echo
 "$BIN/online-cut" sql "SELECT round, responses, positive_share, round(last_loss, 3) AS loss,
     eval_incumbent, eval_candidate, gate_decision, round(wall_s) AS wall_s,
     round(100 * overhead_share, 1) AS overhead_pct FROM round_summary WHERE run = '$run'"
+# Each attach's proof that the engine served the adapter the trainer wrote (docs/adapter-check.md).
+"$BIN/online-cut" sql "SELECT round, step, adapter_id, verdict, round(fingerprint_mean_abs, 4) AS distance,
+    round(parent_mean_abs, 4) AS from_parent, round(noise_mean_abs, 4) AS engine_noise
+    FROM adapter_checks WHERE run = '$run' ORDER BY round, step"
 cat <<MSG
 
 The Prefect UI shows the run, one sub-run per round and their artifacts:

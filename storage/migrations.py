@@ -333,9 +333,22 @@ def m008_step_seconds(db: duckdb.DuckDBPyConnection) -> None:
     db.execute("ALTER TABLE training_steps ADD COLUMN seconds DOUBLE;")
 
 
+def m009_adapter_check_verdicts(db: duckdb.DuckDBPyConnection) -> None:
+    """The adapter check compares the engine's scores with the adapter's and its parent's against the
+    engine's own noise (cut/fingerprint.py `match`): what it found, beside the distances. The max
+    |Δ log p| is kept for reading but no longer decides, so `tolerance_max_abs` stays empty."""
+    db.execute("""
+        ALTER TABLE adapter_checks ADD COLUMN verdict VARCHAR;          -- match | indistinguishable
+        ALTER TABLE adapter_checks ADD COLUMN parent_mean_abs DOUBLE;   -- engine vs the parent's log-probs
+        ALTER TABLE adapter_checks ADD COLUMN separation_mean_abs DOUBLE;  -- adapter vs parent, float32
+        ALTER TABLE adapter_checks ADD COLUMN noise_mean_abs DOUBLE;    -- the engine vs the float32 base model
+        ALTER TABLE adapter_checks ADD COLUMN noise_measured BOOLEAN;   -- false: assumed for the precision
+    """)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_initial, m002_views, m003_triples_score, m004_dpo_steps, m005_judge_batches, m006_refinements,
-    m007_adapter_checks, m008_step_seconds,
+    m007_adapter_checks, m008_step_seconds, m009_adapter_check_verdicts,
 ]
 
 

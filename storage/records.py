@@ -120,7 +120,8 @@ class Adapter(Record):
 
 class AdapterCheck(Record):
     """What an attach measured: the adapter changed the model, and how far the sampler's scores of the
-    fingerprint's probe tokens were from the trainer's (within tolerance, or the round failed)."""
+    fingerprint's probe tokens were from the trainer's and its parent's, against the engine's noise
+    (a match or indistinguishable, or the round failed)."""
 
     run: RunName
     round: Round
@@ -135,6 +136,11 @@ class AdapterCheck(Record):
     fingerprint_tokens: int | None = None
     tolerance_max_abs: float | None = None
     tolerance_mean_abs: float | None = None
+    verdict: Literal["match", "indistinguishable"] | None = None
+    parent_mean_abs: float | None = Field(None, description="mean |Δ log p| from the parent's log-probs")
+    separation_mean_abs: float | None = Field(None, description="mean |Δ log p| between adapter and parent")
+    noise_mean_abs: float | None = Field(None, description="the engine's own, against the float32 base model")
+    noise_measured: bool | None = Field(None, description="false: the precision's typical noise, assumed")
 
 
 class TrainingStep(Record):

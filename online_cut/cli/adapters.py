@@ -88,7 +88,8 @@ def verify_command(
     db: Path = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Check that the sampler serves the adapter the trainer wrote: attach it, score its fingerprint's probe
-    tokens and compare with the trainer's log-probs. Exit 1 above the engine's tolerance."""
+    tokens and compare with the trainer's log-probs and its parent's, against the engine's noise
+    measured on the base model. Exit 1 when the engine does not serve this adapter."""
     from online_cut.config import ConfigError, load_config
     from rounds.lineage import adapter_to_verify, run_config, stored_fingerprint
     from samplers.adapters import AdapterError
@@ -107,8 +108,11 @@ def verify_command(
     if check.fingerprint is None:
         raise fail(f"adapter {adapter.adapter_id!r} has no fingerprint (written before fingerprints, or imported): "
                    "only its change from the base model was checked")
+    found = check.fingerprint
+    from_parent = "" if found.parent is None else f", {found.parent.mean_abs:.3g} from its parent's"
+    noise = "measured" if found.noise_measured else "assumed"
     typer.echo(
-        f"{adapter.adapter_id}: {check.backend} ({check.precision}) serves it: max |Δ log p| "
-        f"{check.fingerprint.max_abs:.3g}, mean {check.fingerprint.mean_abs:.3g} over {check.fingerprint.tokens} "
-        f"probe tokens (tolerance {check.tolerance.max_abs:g}, {check.tolerance.mean_abs:g})"
+        f"{adapter.adapter_id}: {check.backend} ({check.precision}) serves it ({found.verdict}): mean |Δ log p| "
+        f"{found.adapter.mean_abs:.3g} from the trainer's{from_parent} over {found.adapter.tokens} probe tokens; "
+        f"engine noise {found.noise:.3g} ({noise}), tolerance {found.tolerance:.3g}"
     )

@@ -94,7 +94,8 @@ def test_the_fingerprint_check_of_a_rounds_adapter_lands_in_the_store(tiny_model
     (check,) = ctx.store.query("SELECT * FROM adapter_checks")
     assert (check["round"], check["step"], check["adapter_id"], check["backend"]) == (2, "sample", candidate.adapter_id,
                                                                                       "transformers")
-    assert check["fingerprint_tokens"] > 0 and 0 <= check["fingerprint_max_abs"] <= check["tolerance_max_abs"]
+    assert check["fingerprint_tokens"] > 0 and 0 <= check["fingerprint_mean_abs"] <= check["tolerance_mean_abs"]
+    assert check["verdict"] == "match" and check["noise_measured"] and check["parent_mean_abs"] > 0
     (summary,) = ctx.store.query("SELECT * FROM round_summary WHERE round = 2")
     assert (summary["fingerprint_max_abs"], summary["fingerprint_mean_abs"]) == (
         check["fingerprint_max_abs"], check["fingerprint_mean_abs"])

@@ -172,13 +172,14 @@ def test_transformers_backend_scores_the_fingerprint_it_was_written_with(tiny_sa
     check = tiny_sampler.attach(tiny_adapters["trained"], name="round-1")
     written = read_fingerprint(tiny_adapters["trained"])
     assert (tiny_adapters["trained"] / FINGERPRINT_FILE).is_file()
-    assert check.fingerprint.tokens == sum(len(s.response_ids) for s in written.sequences)
-    assert check.precision == "float32" and check.fingerprint.max_abs <= check.tolerance.max_abs
+    assert check.fingerprint.adapter.tokens == sum(len(s.response_ids) for s in written.sequences)
+    assert check.precision == "float32" and check.fingerprint.verdict == "match"
+    assert check.fingerprint.adapter.mean_abs <= check.fingerprint.tolerance
 
 
 def test_the_previous_rounds_adapter_fails_against_this_rounds_fingerprint(tiny_sampler, tiny_adapters):
     expected = read_fingerprint(tiny_adapters["trained"])
-    with pytest.raises(AdapterMismatchError, match=r"adapter 'round-2': .* max \|Δ log p\| = \S+, mean \S+ away"):
+    with pytest.raises(AdapterMismatchError, match=r"adapter 'round-2': .* mean \|Δ log p\| = \S+ \(max \S+\) away"):
         tiny_sampler.attach(tiny_adapters["other"], name="round-2", fingerprint=expected)
 
 

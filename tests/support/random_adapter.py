@@ -39,5 +39,5 @@ def write_random_adapter(
                 if "lora_B" in name:
                     parameter.normal_(0.0, scale)
     peft_model.save_pretrained(out_dir)
-    write_fingerprint(adapter_fingerprint(peft_model, AutoTokenizer.from_pretrained(str(base_model))), out_dir)
+    write_fingerprint(adapter_fingerprint(peft_model, AutoTokenizer.from_pretrained(str(base_model)), None), out_dir)
     return out_dir

@@ -1,0 +1,92 @@
+"""The adapter check's verdict (`cut.fingerprint.match`) and what the trainer records for it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from cut.config import CutConfig
+from cut.data import Triple
+from cut.fingerprint import (
+    NOISE_MULTIPLE,
+    SEPARABLE_MULTIPLE,
+    Fingerprint,
+    ProbeSequence,
+    match,
+    read_fingerprint,
+)
+from cut.trainer import train
+
+TOKENS = 40
+SEQUENCES = (ProbeSequence(tuple(range(50)), 50 - TOKENS),)
+
+
+def jittered(logprobs: tuple[float, ...], size: float, seed: int) -> list[list[float]]:
+    """`logprobs` with each value moved by up to ±2·size at random (mean |Δ| ≈ size)."""
+    rng = random.Random(seed)
+    return [[value + rng.uniform(-2 * size, 2 * size) for value in logprobs]]
+
+
+def fingerprint(adapter: list[float], parent: list[float] | None) -> Fingerprint:
+    return Fingerprint(SEQUENCES, (tuple(adapter),), None if parent is None else (tuple(parent),), None)
+
+
+BASE = [-0.5 - (i % 7) * 0.3 for i in range(TOKENS)]
+# A round's change on the probe: a few tenths of a nat per token, as trained adapters move it.
+ADAPTER = [value + (0.4 if i % 2 else -0.3) for i, value in enumerate(BASE)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_right_adapter_passes_with_rounding_noise_twice_the_engines_noise_on_the_base(seed: int) -> None:
+    """Issue 37: round 2's adapter on a bfloat16 engine was farther from its float32 fingerprint
+    (mean 0.066) than round 1's (0.037); a fixed tolerance rejected it."""
+    expected = fingerprint(ADAPTER, BASE)
+    found = match(expected, jittered(expected.logprobs[0], 0.066, seed), noise=0.033, noise_measured=True)
+    assert found.verdict == "match", found
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_parents_weights_are_rejected_at_the_same_noise(seed: int) -> None:
+    expected = fingerprint(ADAPTER, BASE)
+    found = match(expected, jittered(tuple(BASE), 0.066, seed), noise=0.033, noise_measured=True)
+    assert found.verdict == "mismatch" and found.parent.mean_abs < found.adapter.mean_abs
+
+
+def test_weights_between_parent_and_adapter_are_rejected() -> None:
+    """A merged engine whose prefix cache still holds blocks from the old weights scores in between."""
+    expected = fingerprint(ADAPTER, BASE)
+    halfway = [[(a + b) / 2 for a, b in zip(ADAPTER, BASE)]]
+    assert match(expected, halfway, noise=0.01, noise_measured=True).verdict == "mismatch"
+
+
+def test_other_weights_far_from_both_are_rejected() -> None:
+    expected = fingerprint(ADAPTER, BASE)
+    other = [[value - 1.0 for value in ADAPTER]]
+    found = match(expected, other, noise=0.05, noise_measured=True)
+    assert found.verdict == "mismatch" and found.adapter.mean_abs > NOISE_MULTIPLE * found.noise
+
+
+def test_an_adapter_too_close_to_its_parent_is_stored_as_indistinguishable_not_passed_silently() -> None:
+    close = [value + 0.02 for value in BASE]
+    expected = fingerprint(close, BASE)
+    found = match(expected, jittered(tuple(close), 0.03, 0), noise=0.03, noise_measured=True)
+    assert found.verdict == "indistinguishable" and found.separation < SEPARABLE_MULTIPLE * found.noise
+
+
+def test_a_fingerprint_without_its_parent_is_checked_against_the_noise_alone() -> None:
+    expected = fingerprint(ADAPTER, None)
+    assert match(expected, jittered(tuple(ADAPTER), 0.001, 0), noise=0.001, noise_measured=False).verdict == "match"
+    assert match(expected, [BASE], noise=0.001, noise_measured=False).verdict == "mismatch"
+
+
+def test_the_trainer_records_the_parent_and_the_base_in_each_rounds_fingerprint(tiny_model, tmp_path) -> None:
+    triples = [Triple("Add 2 and 3.", "", "5", None), Triple("Add 4 and 4.", "", "9", "Wrong: 4 + 4 = 8.")]
+    config = CutConfig(micro_batch_size=2, positive_ratio=None, learning_rate=1e-2)
+    first = train(config, str(tiny_model), triples, tmp_path / "round-1", progress=False)
+    second = train(config, str(tiny_model), triples, tmp_path / "round-2", init_adapter=first.adapter_dir,
+                   progress=False)
+    one, two = read_fingerprint(first.adapter_dir), read_fingerprint(second.adapter_dir)
+    assert one.parent_logprobs == one.base_logprobs  # a fresh LoRA continues the base model
+    assert two.parent_logprobs == one.logprobs and two.base_logprobs == one.base_logprobs
+    assert two.logprobs != one.logprobs
