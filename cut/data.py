@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from formats.spans import Span
 from formats.triple_file import read_cut_records
 
 
@@ -18,16 +19,18 @@ class Triple:
     judgment: str | None  # None: the response was judged fine (Align-P); text: what is wrong (Align-N)
     score: float | None = None  # the judge's score where it gives one (model judges: 1-10); DPO pairs by it
     positive_judgment: str | None = None  # the judge's words on a positive, if any; forward predicts them
+    spans: tuple[Span, ...] = ()  # the parts of the response a negative judgment blames (`cut.detection`)
 
     @classmethod
     def judged(
-        cls, instruction: str, input: str, response: str, verdict: str, judgment: str | None, score: float | None = None
+        cls, instruction: str, input: str, response: str, verdict: str, judgment: str | None, score: float | None = None,
+        spans: tuple[Span, ...] = (),
     ) -> Triple:
         """A stored judged triple as training reads it: only a negative verdict's text is a judgment to learn from
-        as j−; a positive's text is kept apart, for forward to predict."""
+        as j−, with its spans; a positive's text is kept apart, for forward to predict."""
         negative = verdict == "negative"
         return cls(instruction, input, response, judgment if negative else None, score,
-                   positive_judgment=None if negative else judgment)
+                   positive_judgment=None if negative else judgment, spans=tuple(spans) if negative else ())
 
     @property
     def negative(self) -> bool:
@@ -42,7 +45,8 @@ class Triple:
 def load_triples(path: Path | str) -> list[Triple]:
     """The triples of a CUT paper file (JSON list, JSONL or Parquet of {instruction, input, output, judgment});
     raises `CutFormatError` naming the file and record of the first bad one."""
-    return [Triple(r.instruction, r.input, r.output, r.judgment, r.score) for r in read_cut_records(Path(path))]
+    return [Triple(r.instruction, r.input, r.output, r.judgment, r.score, spans=tuple(r.spans) if r.judgment else ())
+            for r in read_cut_records(Path(path))]
 
 
 def balanced_indices(

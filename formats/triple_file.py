@@ -3,7 +3,9 @@
 A record is `{"id": 0, "instruction": ..., "input": "", "output": ..., "judgment": null}`:
 `output` is the response, `judgment` is null when the response was judged fine (positive)
 and the text of what is wrong otherwise (negative). `id` is optional, `input` defaults to
-"", other fields are ignored. Reading checks every record and names the file and the
+"", `spans` (optional) lists the parts of `output` a negative judgment blames, each
+`{"quote", "start", "end", "text", "severity"}` with character offsets into `output`
+(formats/spans.py); other fields are ignored. Reading checks every record and names the file and the
 record number (1-based) of the first bad one.
 
 `read_records` is the one reader of such files for every part of the pipeline (triples,
@@ -20,7 +22,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from formats.spans import Span
 
 RecordFormat = Literal["json", "jsonl", "parquet"]
 
@@ -41,6 +45,19 @@ class CutRecord(BaseModel):
     output: str
     judgment: str | None = Field(description="required; null for a positive judgment")
     score: int | float | None = Field(None, description="optional: the judge's score, which DPO pairs by")
+    spans: list[Span] = Field(default_factory=list, description="optional: the parts of `output` the judgment blames")
+
+    @field_validator("spans", mode="before")
+    @classmethod
+    def _no_spans_is_empty(cls, spans: Any) -> Any:
+        return [] if spans is None else spans  # an exported Parquet file holds null where a judgment names none
+
+    @model_validator(mode="after")
+    def _spans_are_in_the_output(self) -> CutRecord:
+        for index, span in enumerate(self.spans):
+            if span.located and (span.end > len(self.output) or self.output[span.start:span.end] != span.text):
+                raise ValueError(f"spans.{index}: output[{span.start}:{span.end}] is not its text {span.text!r}")
+        return self
 
     @field_validator("judgment")
     @classmethod

@@ -125,6 +125,7 @@ def stored_judgment(response_id: str, judge_id: str, judgment: Judgment) -> Stor
         cost_usd=judgment.cost_usd,
         latency_s=judgment.latency_s,
         error=judgment.error,
+        spans=list(judgment.spans),
     )
 
 
@@ -146,4 +147,5 @@ def _from_stored(stored) -> Judgment:
         cost_usd=stored.cost_usd,
         latency_s=stored.latency_s or 0.0,
         judge_id=stored.judge,
+        spans=tuple(stored.spans),
     )

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from formats.spans import Span
+
 
 class JudgeItem(BaseModel):
     """One response to judge: the instruction (with its optional input) and the response."""
@@ -33,6 +35,7 @@ class Judgment(BaseModel):
     verdict: Literal["positive", "negative"] | None = None
     judgment: str | None = Field(None, description="the judgment in words; None when failed")
     score: float | None = None
+    spans: tuple[Span, ...] = Field((), description="the parts of the response it blames, located (formats/spans.py)")
     error: str | None = Field(None, description="why the judgment failed; None when ok")
     raw: str | None = Field(None, description="the judge's last reply as it came")
     input_tokens: int = 0

@@ -114,7 +114,7 @@ class LocalCritic(Judge):
                         malformed.append(i)
                     continue
                 results[i] = Judgment(
-                    status="ok", verdict=reply.verdict, judgment=reply.judgment, score=reply.score, **common
+                    status="ok", **reply.judgment_fields(items[i].response), **common
                 )
             progress(len(pending) - len(malformed))
             pending = malformed

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +30,7 @@ from openai.types import Batch
 from openai.types.chat import ChatCompletion
 from pydantic import ValidationError
 
+from formats.spans import SpanQuote, locate
 from judges.base import Progress
 from judges.cache import JudgmentCache, item_key
 from judges.config import JudgeConfig
@@ -86,6 +87,11 @@ class StoreBatchLedger:
 class _Answer:
     judgment: Judgment
     retry: Messages | None = None  # what to ask on the one more try; None: the answer is final
+    quotes: list[SpanQuote] = field(default_factory=list)  # what the reply blames, to locate in the response
+
+    def located(self, response: str) -> Judgment:
+        """The judgment with its quotes located in the response it judged."""
+        return self.judgment.model_copy(update={"spans": tuple(locate(response, self.quotes))}) if self.quotes else self.judgment
 
 
 def request_id(item: JudgeItem) -> str:
@@ -130,7 +136,7 @@ class OpenAIBatchJudge(OpenAIJudge):
                 again = await asyncio.gather(*(self._judge_one(client, by_id[rid]) for rid in retry))
                 answers |= {rid: _Answer(judgment) for rid, judgment in zip(retry, again)}
         progress(len(items) - reported)
-        return [answers[rid].judgment for rid in by_id]
+        return [answers[rid].located(by_id[rid].response) for rid in by_id]
 
     async def _attempt(
         self, client: openai.AsyncOpenAI, attempt: int, messages: dict[str, Messages], finished: Finished
@@ -253,7 +259,7 @@ class OpenAIBatchJudge(OpenAIJudge):
             return _Answer(Judgment.failed(self.judge_id, f"malformed reply: {exc}", **tokens),
                            retry=repair_messages(messages, choice.message.content or "", str(exc)))
         return _Answer(Judgment(status="ok", verdict=reply.verdict, judgment=reply.judgment, score=reply.score,
-                                judge_id=self.judge_id, **tokens))
+                                judge_id=self.judge_id, **tokens), quotes=reply.spans)
 
 
 def _write_whole(path: Path, text: str) -> None:

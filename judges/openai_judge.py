@@ -161,7 +161,7 @@ class OpenAIJudge(Judge):
             except MalformedReply as exc:
                 problem = str(exc)
                 continue
-            return outcome(status="ok", verdict=reply.verdict, judgment=reply.judgment, score=reply.score)
+            return outcome(status="ok", **reply.judgment_fields(item.response))
         return outcome(status="failed", error=f"malformed reply after one repair: {problem}")
 
     def _cost(self, input_tokens: int, output_tokens: int) -> float | None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from formats.spans import MAX_QUOTE_CHARS, MAX_SPANS, SpanQuote, locate
 from judges.judgment import JudgeItem
 
 DEFAULT_SYSTEM_PROMPT = "You are a careful, fair judge of how well a response answers an instruction."
@@ -30,15 +31,19 @@ $response
 First analyse the strengths and weaknesses of the response as an answer to this instruction: \
 is it correct, does it follow every constraint of the instruction, is it helpful and complete? \
 Then decide: "positive" if the response is acceptable as it is, "negative" if it is not. \
-A negative judgment says what is wrong. Score the response from 1 (useless) to 10 (perfect).
+A negative judgment says what is wrong, and in "spans" copies each wrong part of the response \
+word for word ("quote"), with a few words around it ("context") where the same words occur \
+more than once, and how bad it is ("severity": "minor", "major" or "critical"). \
+Score the response from 1 (useless) to 10 (perfect).
 Reply with only this JSON object: \
 {"judgment": "<your analysis in at most three sentences>", "verdict": "positive" or "negative", \
-"score": <an integer from 1 to 10>}"""
+"score": <an integer from 1 to 10>, "spans": [{"quote": "<wrong part>", "context": "<words around it, or empty>", \
+"severity": "major"}]}"""
 
 REPAIR_INSTRUCTION = (
     "Your reply could not be used: {reason}. Reply again with only the JSON object "
     '{{"judgment": "<at most three sentences>", "verdict": "positive" or "negative", '
-    '"score": <an integer from 1 to 10>}} and nothing else.'
+    '"score": <an integer from 1 to 10>, "spans": [<quotes of the wrong parts, or none>]}} and nothing else.'
 )
 SCORES = list(range(1, 11))
 
@@ -53,6 +58,13 @@ class JudgeReply(BaseModel):
     judgment: str = Field(min_length=1)
     verdict: Literal["positive", "negative"]
     score: int | None = Field(None, ge=SCORES[0], le=SCORES[-1], description="None: a custom prompt that asks for none")
+    spans: list[SpanQuote] = Field(default_factory=list, max_length=MAX_SPANS,
+                                   description="quotes of the wrong parts; none from a prompt that asks for none")
+
+    def judgment_fields(self, response: str) -> dict[str, Any]:
+        """What a `Judgment` takes from this reply, its quotes located in `response`."""
+        return {"verdict": self.verdict, "judgment": self.judgment, "score": self.score,
+                "spans": tuple(locate(response, self.spans))}
 
 
 def reply_json_schema(judgment_max_chars: int | None) -> dict[str, Any]:
@@ -65,14 +77,25 @@ def reply_json_schema(judgment_max_chars: int | None) -> dict[str, Any]:
     judgment: dict[str, Any] = {"type": "string"}
     if judgment_max_chars is not None:
         judgment["maxLength"] = judgment_max_chars
+    quote = {
+        "type": "object",
+        "properties": {
+            "quote": {"type": "string", "maxLength": MAX_QUOTE_CHARS},
+            "context": {"type": "string", "maxLength": MAX_QUOTE_CHARS},
+            "severity": {"type": "string", "enum": ["minor", "major", "critical"]},
+        },
+        "required": ["quote", "context", "severity"],
+        "additionalProperties": False,
+    }
     schema = {
         "type": "object",
         "properties": {
             "judgment": judgment,
             "verdict": {"type": "string", "enum": ["positive", "negative"]},
             "score": {"type": "integer", "enum": SCORES},
+            "spans": {"type": "array", "items": quote, "maxItems": MAX_SPANS},
         },
-        "required": ["judgment", "verdict", "score"],
+        "required": ["judgment", "verdict", "score", "spans"],
         "additionalProperties": False,
     }
     return {"type": "json_schema", "json_schema": {"name": "judgment", "strict": True, "schema": schema}}

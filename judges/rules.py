@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from abc import abstractmethod
 
+from formats.spans import Span, exact
 from judges.base import Judge, Progress
 from judges.judgment import JudgeItem, Judgment
 
@@ -62,10 +63,10 @@ class RuleCritic(Judge):
     @abstractmethod
     def judge_one(self, item: JudgeItem) -> Judgment: ...
 
-    def _verdict(self, positive: bool, text: str, score: float | None = None) -> Judgment:
+    def _verdict(self, positive: bool, text: str, score: float | None = None, spans: list[Span] = ()) -> Judgment:
         return Judgment(
             status="ok", verdict="positive" if positive else "negative", judgment=text, score=score,
-            judge_id=self.judge_id,
+            spans=tuple(spans), judge_id=self.judge_id,
         )
 
 
@@ -76,7 +77,8 @@ class AdditionCritic(RuleCritic):
 
     A negative judgment quotes the response, as a human or GPT-4 judge quotes what it
     blames: CUT flags the tokens a judgment makes likelier, and quoting makes the blamed
-    tokens likelier (docs/results.md measures the flagged share with and without a quote)."""
+    tokens likelier (docs/results.md measures the flagged share with and without a quote).
+    Its span is the stated wrong number."""
 
     def __init__(self) -> None:
         super().__init__("addition")
@@ -88,12 +90,14 @@ class AdditionCritic(RuleCritic):
         a, b = operands
         total = a + b
         equation = f"{a} + {b} = {total}"
-        answer = _stated_answer(item.response, operands)
+        stated = _stated_answer(item.response, operands)
         quoted = _quote(item.response)
-        if answer is None:
+        if stated is None:
             return self._verdict(False, f"The response {quoted} gives no number; {equation}.", 0.0)
+        answer, start, end = stated
         if answer != total:
-            return self._verdict(False, f"The response {quoted} is incorrect: {equation}, not {answer}.", 0.0)
+            return self._verdict(False, f"The response {quoted} is incorrect: {equation}, not {answer}.", 0.0,
+                                 [exact(item.response, start, end, "major")])
         return self._verdict(True, f"The response is correct: {equation}.", 1.0)
 
 
@@ -110,14 +114,15 @@ def _quote(response: str, limit: int = 120) -> str:
     return f'"{text if len(text) <= limit else text[: limit - 1] + "…"}"'
 
 
-def _stated_answer(response: str, operands: tuple[int, int]) -> int | None:
-    """The number the response gives as the sum: in its last restatement of the question's sum
-    ("47 + 38 = 85"), else in its last statement of an answer anywhere."""
+def _stated_answer(response: str, operands: tuple[int, int]) -> tuple[int, int, int] | None:
+    """The number the response gives as the sum and where it stands (value, start, end): in its last
+    restatement of the question's sum ("47 + 38 = 85"), else in its last statement of an answer anywhere."""
     restated = [m for m in _EQUATION.finditer(response) if sorted((int(m["a"]), int(m["b"]))) == sorted(operands)]
-    if restated:
-        return _number(restated[-1]["n"])
     statements = [m for pattern in _STATEMENTS for m in pattern.finditer(response)]
-    return _number(max(statements, key=lambda m: m.start("n"))["n"]) if statements else None
+    if not restated and not statements:
+        return None
+    found = restated[-1] if restated else max(statements, key=lambda m: m.start("n"))
+    return _number(found["n"]), found.start("n"), found.end("n")
 
 
 def _number(text: str) -> int:
@@ -139,7 +144,8 @@ class SumsCritic(RuleCritic):
     (`_stated_answer`: after '=', never an echoed operand). The verdict is positive only when
     every part is right; the score is the share of parts right; a negative judgment names each
     wrong part with its right value and quotes only that part, so CUT flags the wrong sums and
-    not the right ones.
+    not the right ones. Its spans are each wrong part's number (the whole part where it states
+    none, and each part beyond the pairs).
     """
 
     def __init__(self) -> None:
@@ -149,29 +155,34 @@ class SumsCritic(RuleCritic):
         pairs = _pairs(item)
         if not pairs:
             return Judgment.failed(self.judge_id, "no sums in the item's metadata or instruction")
-        parts = [part.strip() for part in _PART_SEPARATOR.split(item.response) if part.strip()]
-        problems = []
+        parts = [(m.group(), m.start()) for m in _PART.finditer(item.response)]
+        problems, spans = [], []
         for index, (a, b) in enumerate(pairs):
             equation = f"{a} + {b} = {a + b}"
             if index >= len(parts):
                 problems.append(f"there is no sum for {a} + {b} ({equation})")
                 continue
-            answer = _stated_answer(parts[index], (a, b))
-            if answer is None:
-                problems.append(f"{_quote(parts[index], 60)} gives no number for {a} + {b} ({equation})")
-            elif answer != a + b:
-                problems.append(f"{_quote(parts[index], 60)} is wrong: {equation}")
+            part, offset = parts[index]
+            stated = _stated_answer(part, (a, b))
+            if stated is None:
+                problems.append(f"{_quote(part, 60)} gives no number for {a} + {b} ({equation})")
+                spans.append(exact(item.response, offset, offset + len(part), "major"))
+            elif stated[0] != a + b:
+                problems.append(f"{_quote(part, 60)} is wrong: {equation}")
+                spans.append(exact(item.response, offset + stated[1], offset + stated[2], "major"))
         right = len(pairs) - len(problems)
         if len(parts) > len(pairs):
             problems.append(f"it gives {len(parts)} parts for {len(pairs)} pairs")
+            spans += [exact(item.response, offset, offset + len(part), "minor") for part, offset in parts[len(pairs):]]
         score = right / max(len(pairs), len(parts))  # a part beyond the pairs counts as a wrong one
         if problems:
             text = f"{right} of {len(pairs)} sums {'is' if right == 1 else 'are'} right; {_join(problems)}."
-            return self._verdict(False, text[0].upper() + text[1:], score)
+            return self._verdict(False, text[0].upper() + text[1:], score, spans)
         return self._verdict(True, f"All {len(pairs)} sums are right: {', '.join(str(a + b) for a, b in pairs)}.", score)
 
 
-_PART_SEPARATOR = re.compile(r"[,;\n]")
+# A part of the answer: what stands between commas, semicolons or line breaks, without its outer spaces.
+_PART = re.compile(r"[^,;\n\s](?:[^,;\n]*[^,;\n\s])?")
 
 
 def _pairs(item: JudgeItem) -> list[tuple[int, int]]:
@@ -181,7 +192,8 @@ def _pairs(item: JudgeItem) -> list[tuple[int, int]]:
 
 
 class FormatCritic(RuleCritic):
-    """Checks format constraints: a word limit and/or the letter case."""
+    """Checks format constraints: a word limit and/or the letter case. Its spans are the offending
+    commas, the words past the limit and the words in the wrong case."""
 
     def __init__(self) -> None:
         super().__init__("format")
@@ -190,31 +202,35 @@ class FormatCritic(RuleCritic):
         max_words, case, no_commas = _format_constraints(item)
         if max_words is None and case is None and not no_commas:
             return Judgment.failed(self.judge_id, "no format constraint in the item's metadata or instruction")
-        problems, strengths = [], []
+        problems, strengths, spans = [], [], []
+        words = list(_WORD.finditer(item.response))
         if no_commas:
-            commas = item.response.count(",")
+            commas = [m.start() for m in re.finditer(",", item.response)]
             if commas:
-                problems.append(f"it uses {commas} comma{'s' if commas > 1 else ''}")
+                problems.append(f"it uses {len(commas)} comma{'s' if len(commas) > 1 else ''}")
+                spans += [exact(item.response, at, at + 1, "minor") for at in commas]
             else:
                 strengths.append("it uses no commas")
         if max_words is not None:
-            words = len(_WORD.findall(item.response))
-            if words > max_words:
-                problems.append(f"it has {words} words, more than the limit of {max_words}")
+            if len(words) > max_words:
+                problems.append(f"it has {len(words)} words, more than the limit of {max_words}")
+                spans.append(exact(item.response, words[max_words].start(), words[-1].end(), "major"))
             else:
-                strengths.append(f"it keeps to the limit of {max_words} words ({words})")
+                strengths.append(f"it keeps to the limit of {max_words} words ({len(words)})")
         if case is not None:
-            offending = [w for w in _WORD.findall(item.response) if w != (w.lower() if case == "lower" else w.upper())]
+            offending = [w for w in words if w.group() != (w.group().lower() if case == "lower" else w.group().upper())]
             if offending:
-                shown = ", ".join(f"'{w}'" for w in offending[:3]) + (" and more" if len(offending) > 3 else "")
+                shown = ", ".join(f"'{w.group()}'" for w in offending[:3]) + (" and more" if len(offending) > 3 else "")
                 kind = "capital" if case == "lower" else "lower-case"
                 problems.append(f"it is not all {case} case ({shown} {'has' if len(offending) == 1 else 'have'} {kind} letters)")
+                spans += [exact(item.response, w.start(), w.end(), "minor") for w in offending]
             else:
                 strengths.append(f"it is all {case} case")
         score = len(strengths) / (len(strengths) + len(problems))
         if problems:
             right = f"; {_join(strengths)}" if strengths else ""
-            return self._verdict(False, f"The response breaks the format: {_join(problems)}{right}.", score)
+            return self._verdict(False, f"The response breaks the format: {_join(problems)}{right}.", score,
+                                 sorted(spans, key=lambda span: span.start))
         return self._verdict(True, f"The response follows the format: {_join(strengths)}.", score)
 
 

@@ -71,7 +71,8 @@ def train(ctx: RunContext, round: int, judge_id: str, trainer: Trainer) -> recor
         return candidate
     started = time.perf_counter()
     stored = training_triples(ctx, round, judge_id)
-    triples = [Triple.judged(t.instruction, t.input, t.response, t.verdict, t.judgment, t.score) for t in stored]
+    triples = [Triple.judged(t.instruction, t.input, t.response, t.verdict, t.judgment, t.score, tuple(t.spans or ()))
+               for t in stored]
     if ctx.config.cut.objective == "ilf" and triples:
         stored, triples = _ilf_training_set(ctx, round, judge_id, stored, triples)
     reason = _nothing_to_train(ctx.config.cut.objective, triples, ctx.config.cut.seed)

@@ -40,7 +40,7 @@ _EXPORT_ROWS = """
     CREATE TEMP TABLE export_rows AS
     SELECT coalesce(r.source_id, to_json(t.response_id)) AS id, t.instruction, t.input, t.response AS output,
            CASE WHEN t.verdict = 'negative' THEN t.judgment END AS judgment,
-           t.verdict, t.score, t.judge, t.adapter, t.created_at, t.response_id, t.run, t.round,
+           t.verdict, t.score, t.spans, t.judge, t.adapter, t.created_at, t.response_id, t.run, t.round,
            row_number() OVER (
                ORDER BY t.run, t.round, r.source_index, r.created_at, r.prompt_id, r.sample_index, t.judge
            ) AS seq
@@ -96,10 +96,11 @@ def cut_records(
     """The triples in the CUT paper's fields, in the order they were stored."""
     with store.reading() as db:
         db.execute(_EXPORT_ROWS, [run, run, round, round, judge, judge])
-        rows = db.execute("SELECT id, instruction, input, output, judgment FROM export_rows ORDER BY seq").fetchall()
+        rows = db.execute("SELECT id, instruction, input, output, judgment, spans FROM export_rows ORDER BY seq").fetchall()
     return [
         {"id": json.loads(id), "instruction": instruction, "input": input, "output": output, "judgment": judgment}
-        for id, instruction, input, output, judgment in rows
+        | ({"spans": spans} if spans else {})
+        for id, instruction, input, output, judgment, spans in rows
     ]
 
 
@@ -130,7 +131,8 @@ def shaped_record(shape: str, triple: Triple) -> dict[str, Any]:
         return {"prompt": prompt_text(triple), "completion": triple.response, "label": triple.verdict == "positive"}
     if shape == "critique":
         return {"instruction": triple.instruction, "input": triple.input, "response": triple.response,
-                "judgment": triple.judgment, "verdict": triple.verdict, "score": triple.score}
+                "judgment": triple.judgment, "verdict": triple.verdict, "score": triple.score,
+                "spans": [span.model_dump() for span in triple.spans or ()]}
     raise ValueError(f"unknown record shape {shape!r}: one of {', '.join(SHAPES)}")
 
 

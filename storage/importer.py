@@ -119,6 +119,7 @@ def _triples(records: list[CutRecord], run: str, round: int, source: str) -> tup
         prompts.append(prompt)
         responses.append(response)
         judgments.append(
-            Judgment(response_id=response.response_id, judge=IMPORT_JUDGE, verdict=verdict, judgment=record.judgment)
+            Judgment(response_id=response.response_id, judge=IMPORT_JUDGE, verdict=verdict, judgment=record.judgment,
+                     spans=record.spans)
         )
     return prompts, responses, judgments

@@ -346,9 +346,39 @@ def m009_adapter_check_verdicts(db: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def m010_judgment_spans(db: duckdb.DuckDBPyConnection) -> None:
+    """The parts of a response a judgment blames (formats/spans.py): the judge's quote, and where the
+    project found it in the response (character offsets; NULL when it could not be located). The
+    `triples` view carries them as a list, in the judge's order."""
+    db.execute("""
+        CREATE TABLE judgment_spans (
+            response_id VARCHAR NOT NULL,
+            judge VARCHAR NOT NULL,
+            span_index INTEGER NOT NULL,      -- the quote's place in the judgment, from 0
+            quote VARCHAR NOT NULL,           -- what the judge wrote
+            start INTEGER,                    -- response text[start:end] in characters; NULL: unlocated
+            "end" INTEGER,
+            text VARCHAR,                     -- the response's own characters there
+            severity VARCHAR,                 -- minor | major | critical, where the judge says
+            PRIMARY KEY (response_id, judge, span_index)
+        );
+
+        CREATE OR REPLACE VIEW triples AS
+        SELECT r.run, r.round, r.adapter_id AS adapter, p.instruction, p.input, r.text AS response,
+               j.judgment, j.verdict, j.judge, j.created_at, r.response_id, j.score,
+               (SELECT list({'quote': s.quote, 'start': s.start, 'end': s."end", 'text': s.text,
+                             'severity': s.severity} ORDER BY s.span_index)
+                FROM judgment_spans s WHERE s.response_id = j.response_id AND s.judge = j.judge) AS spans
+        FROM responses r
+        JOIN prompts p USING (prompt_id)
+        JOIN judgments j USING (response_id)
+        WHERE j.verdict IN ('positive', 'negative');
+    """)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_initial, m002_views, m003_triples_score, m004_dpo_steps, m005_judge_batches, m006_refinements,
-    m007_adapter_checks, m008_step_seconds, m009_adapter_check_verdicts,
+    m007_adapter_checks, m008_step_seconds, m009_adapter_check_verdicts, m010_judgment_spans,
 ]
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
+from formats.spans import Span
+
 from storage import keys
 
 RunName = Annotated[
@@ -71,6 +73,7 @@ class Judgment(Record):
     cost_usd: float | None = None
     latency_s: float | None = None
     error: str | None = Field(None, description="why a failed judgment failed")
+    spans: list[Span] = Field(default_factory=list, description="the parts blamed, kept in `judgment_spans`")
 
     @model_validator(mode="after")
     def _verdict_has_its_text(self) -> Judgment:
@@ -231,3 +234,4 @@ class Triple(Record):
     created_at: datetime
     response_id: str
     score: float | None = Field(None, description="the judge's score (1-10 for model judges); None: it gave none")
+    spans: list[Span] | None = Field(None, description="the parts the judgment blames; None: it names none")

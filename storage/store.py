@@ -105,10 +105,18 @@ class Transaction:
         return self._insert("responses", [r.model_dump() for r in responses], key=("response_id",))
 
     def add_judgments(self, judgments: Iterable[Judgment]) -> int:
-        """Store judgments; a stored 'failed' one is replaced by a new result, any other is kept as it is."""
+        """Store judgments and their spans; a stored 'failed' one is replaced by a new result, any other is
+        kept as it is (a failed judgment has no spans, so spans are only ever added)."""
+        judgments = list(judgments)
+        self._insert(
+            "judgment_spans",
+            [{"response_id": j.response_id, "judge": j.judge, "span_index": index, **span.model_dump()}
+             for j in judgments for index, span in enumerate(j.spans)],
+            key=("response_id", "judge", "span_index"),
+        )
         return self._insert(
             "judgments",
-            [j.model_dump() for j in judgments],
+            [j.model_dump(exclude={"spans"}) for j in judgments],
             key=("response_id", "judge"),
             replace_where="judgments.verdict = 'failed'",
         )
@@ -186,16 +194,17 @@ class Transaction:
             ).fetchall()
         )
         columns = list(unique[0])
+        quoted = [f'"{c}"' for c in columns]  # a column may be named for a keyword (judgment_spans.end)
         secrets = known_secrets()
         values = [[_stored_value(row[c], types[c], secrets) for row in unique] for c in columns]
         selects = ", ".join(f"unnest(?::{types[c]}[])" for c in columns)
         if replace_where is None:
             conflict = "DO NOTHING"
         else:
-            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+            updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in key)
             conflict = f"DO UPDATE SET {updates} WHERE {replace_where}"
         added = self.db.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {selects} ON CONFLICT ({', '.join(key)}) {conflict}",
+            f"INSERT INTO {table} ({', '.join(quoted)}) SELECT {selects} ON CONFLICT ({', '.join(key)}) {conflict}",
             values,
         ).fetchone()
         return added[0] if added else 0
@@ -385,7 +394,11 @@ class Store:
             WITH wanted AS (
                 SELECT unnest(?::INTEGER[]) AS item, unnest(?::VARCHAR[]) AS prompt_id, unnest(?::VARCHAR[]) AS text
             )
-            SELECT w.item, j.* EXCLUDE (created_at)
+            SELECT w.item, j.* EXCLUDE (created_at),
+                   coalesce((SELECT list({'quote': s.quote, 'start': s.start, 'end': s."end", 'text': s.text,
+                                          'severity': s.severity} ORDER BY s.span_index)
+                             FROM judgment_spans s WHERE s.response_id = j.response_id AND s.judge = j.judge), [])
+                       AS spans
             FROM wanted w
             JOIN responses r ON r.prompt_id = w.prompt_id AND r.text = w.text
             JOIN judgments j USING (response_id)

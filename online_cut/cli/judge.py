@@ -23,7 +23,8 @@ SOME_FAILED = 3  # the exit status when some records failed and the rest were ju
 def judge(
     file: Path = typer.Argument(..., help="JSONL, one record a line (a JSON list or Parquet also reads): instruction, input (optional), response"),
     config: Path = typer.Option(..., "--config", help="a YAML config; its `judge` section picks the judge"),
-    out: Path = typer.Option(..., "--out", help="JSONL written with each record plus judgment, verdict, status, error"),
+    out: Path = typer.Option(..., "--out", help="JSONL written with each record plus judgment, verdict, status, error and "
+                             "spans (the parts of the response the judgment blames, with character offsets)"),
     base_url: str = typer.Option(None, "--base-url", help="override judge.base_url (an OpenAI-compatible server)"),
     model: str = typer.Option(None, "--model", help="override judge.model"),
     db: Path = typer.Option(
@@ -83,7 +84,8 @@ def judge(
         raise fail(str(exc)) from None
 
     annotated = [
-        {**record, "judgment": j.judgment, "verdict": j.verdict, "status": j.status, "error": j.error}
+        {**record, "judgment": j.judgment, "verdict": j.verdict, "status": j.status, "error": j.error,
+         "spans": [span.model_dump() for span in j.spans]}
         for record, j in zip(records, judgments)
     ]
     write_records(out, annotated, format="jsonl")

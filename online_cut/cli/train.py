@@ -118,6 +118,7 @@ SQL_COLUMNS = ("instruction", "input", "response", "judgment", "verdict")
 def _selected_triples(sql: str, db: Path, run_config) -> list:
     """The query's rows as triples, read through `online-cut sql`'s read-only path; every problem is a `fail`."""
     from cut.data import Triple
+    from formats.spans import Span
     from storage.sql import QueryFailed, QueryRefused, StoreUnavailable, run_query
 
     storage = run_config.storage
@@ -136,6 +137,6 @@ def _selected_triples(sql: str, db: Path, run_config) -> list:
         raise fail(f"--sql: row {bad} has verdict {rows[bad - 1]['verdict']!r}; a triple's is positive or negative")
     return [
         Triple.judged(row["instruction"], row["input"] or "", row["response"], row["verdict"], row["judgment"],
-                      row.get("score"))
+                      row.get("score"), tuple(Span.model_validate(span) for span in row.get("spans") or ()))
         for row in rows
     ]

@@ -147,6 +147,7 @@ def test_rule_judge_annotates_a_file_through_the_cli(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == {
         "id": 7, "instruction": "What is 47 + 38?", "response": "75",
         "judgment": 'The response "75" is incorrect: 47 + 38 = 85, not 75.', "verdict": "negative", "status": "ok", "error": None,
+        "spans": [{"quote": "75", "start": 0, "end": 2, "text": "75", "severity": "major"}],
     }
 
 

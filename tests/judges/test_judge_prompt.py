@@ -6,6 +6,7 @@ import pytest
 
 from judges.config import JudgeConfig
 from judges.judgment import JudgeItem
+from formats.spans import MAX_SPANS
 from judges.prompt import DEFAULT_USER_TEMPLATE, MalformedReply, judge_messages, parse_reply, reply_json_schema
 
 
@@ -46,8 +47,14 @@ def test_config_refuses_a_template_with_an_unknown_placeholder() -> None:
 def test_the_judge_is_asked_for_a_score_from_one_to_ten_in_the_same_object() -> None:
     assert '"score": <an integer from 1 to 10>' in DEFAULT_USER_TEMPLATE
     schema = reply_json_schema(judgment_max_chars=300)["json_schema"]["schema"]
-    assert schema["required"] == ["judgment", "verdict", "score"]
+    assert schema["required"] == ["judgment", "verdict", "score", "spans"]
     assert schema["properties"]["score"]["enum"] == list(range(1, 11))
+
+
+def test_the_reply_schema_bounds_the_quotes_of_wrong_parts() -> None:
+    spans = reply_json_schema(judgment_max_chars=300)["json_schema"]["schema"]["properties"]["spans"]
+    assert spans["maxItems"] == MAX_SPANS and spans["items"]["required"] == ["quote", "context", "severity"]
+    assert '"spans": [{"quote":' in DEFAULT_USER_TEMPLATE
 
 
 @pytest.mark.parametrize("score", [0, 11, 6.5])

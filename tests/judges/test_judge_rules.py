@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from judges.judgment import JudgeItem
-from judges.rules import AdditionCritic, FormatCritic
+from judges.rules import AdditionCritic, FormatCritic, SumsCritic
 
 
 @pytest.mark.parametrize(
@@ -101,3 +101,26 @@ def test_format_critic_accepts_a_response_within_the_constraints() -> None:
     [judgment] = FormatCritic().judge_many_sync([item])
     assert judgment.verdict == "positive"
     assert judgment.judgment == "The response follows the format: it keeps to the limit of 3 words (3) and it is all lower case."
+
+
+def _blamed(judgment) -> list[str]:
+    return [span.text for span in judgment.spans]
+
+
+def test_each_rule_critic_locates_exactly_what_it_blames() -> None:
+    """Issue 38: spans a rule critic gives are exact: the trainer flags their tokens."""
+    addition = AdditionCritic().judge_one(JudgeItem(instruction="What is 47 + 38?", response="47 + 38 = 75. Done."))
+    assert _blamed(addition) == ["75"] and addition.spans[0].start == 10
+    right = AdditionCritic().judge_one(JudgeItem(instruction="What is 47 + 38?", response="85"))
+    assert right.verdict == "positive" and right.spans == ()
+
+    sums = SumsCritic().judge_one(JudgeItem(instruction="Add each pair: 7 + 1, 9 + 1, 9 + 7.",
+                                            response="7 + 1 = 8, 9 + 1 = 11,  16 , 4"))
+    assert _blamed(sums) == ["11", "4"]
+    assert [s.severity for s in sums.spans] == ["major", "minor"]  # a wrong sum; a part beyond the pairs
+    none_stated = SumsCritic().judge_one(JudgeItem(instruction="Add each pair: 7 + 1, 9 + 1.", response="8, many"))
+    assert _blamed(none_stated) == ["many"]
+
+    fmt = FormatCritic().judge_one(JudgeItem(instruction="Answer in lower case, with no commas, in at most 3 words.",
+                                             response="the Sea, is deep blue"))
+    assert _blamed(fmt) == ["Sea,", ",", "deep blue"]

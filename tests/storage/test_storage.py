@@ -146,3 +146,38 @@ def test_storage_imports_no_torch_transformers_or_prefect():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_judgments_spans_are_stored_with_their_offsets_and_reach_the_triples_the_cache_and_every_export(
+    store: Store, tmp_path: Path
+):
+    from formats.spans import Span, exact
+    from formats.triple_file import read_cut_records
+    from judges.cache import StoreJudgmentCache
+    from judges.judgment import JudgeItem
+    from storage.exporter import export_cut, export_parquet
+
+    response = "7 + 1 = 8, 9 + 1 = 11"
+    spans = [exact(response, 19, 21, "major"), Span(quote="twelve", severity="minor")]
+    prompt = Prompt(instruction="Add each pair: 7 + 1, 9 + 1.")
+    answer = Response(run="r", round=1, prompt_id=prompt.prompt_id, text=response)
+    with store.transaction() as tx:
+        tx.add_prompts([prompt])
+        tx.add_responses([answer])
+        tx.add_judgments([Judgment(response_id=answer.response_id, judge="rule", verdict="negative",
+                                   judgment="9 + 1 = 10", spans=spans)])
+    assert store.query('SELECT span_index, start, "end", text, quote FROM judgment_spans ORDER BY span_index') == [
+        {"span_index": 0, "start": 19, "end": 21, "text": "11", "quote": "11"},
+        {"span_index": 1, "start": None, "end": None, "text": None, "quote": "twelve"}]
+    (triple,) = store.triples("r")
+    assert triple.spans == spans
+
+    (cached,) = StoreJudgmentCache(store).get_many("rule", [JudgeItem(instruction=prompt.instruction, response=response)])
+    assert list(cached.spans) == spans
+
+    assert export_cut(store, tmp_path / "cut.jsonl", jsonl=True) == 1
+    (record,) = read_cut_records(tmp_path / "cut.jsonl")
+    assert record.spans == spans
+    (exported,) = export_parquet(store, tmp_path / "parquet")
+    (record,) = read_cut_records(exported.path)
+    assert record.spans == spans

@@ -86,7 +86,7 @@ EXPECTED_COLUMNS = {
     "chat": {"messages"},
     "kto": {"prompt", "completion", "label"},
     "dpo": {"prompt", "chosen", "rejected"},
-    "critique": {"instruction", "input", "response", "judgment", "verdict", "score"},
+    "critique": {"instruction", "input", "response", "judgment", "verdict", "score", "spans"},
 }
 
 
