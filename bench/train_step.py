@@ -83,7 +83,7 @@ class StepSettings:
     logit_chunk_tokens: int = 1024
     dpo_beta: float = 0.1
     lora_r: int = 16
-    lora_alpha: int = 32
+    lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: tuple[str, ...] = field(default=("gate_proj", "up_proj", "down_proj"))
 

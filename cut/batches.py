@@ -17,6 +17,7 @@ class TokenRow:
     misaligned_ids: list[int] | None  # Misalign-context prompt + response; Align-N rows of `cut` only
     response_len: int  # the last `response_len` ids of both sequences are the target
     target: Literal["response", "judgment"] = "response"  # what the target is; judgment: forward's second row
+    blamed: tuple[int, ...] | None = None  # Align-N rows: target tokens the judgment's spans cover; None: no span
 
     @property
     def negative(self) -> bool:
@@ -48,6 +49,8 @@ class Batch:
     labels: torch.Tensor  # same length as hidden_index
     mask: torch.Tensor  # bool [B, T]
     negative: torch.Tensor  # bool [B]
+    blamed: torch.Tensor  # bool [B, T]: response tokens a judgment's spans cover
+    has_spans: torch.Tensor  # bool [B]: rows whose judgment located a span
     rows: list[TokenRow]
 
     @property
@@ -107,4 +110,8 @@ def collate(rows: list[TokenRow], pad_id: int) -> Batch:
     longest_response = max(row.response_len for row in rows)
     mask = torch.arange(longest_response).unsqueeze(0) < torch.tensor([row.response_len for row in rows]).unsqueeze(1)
     negative = torch.tensor([row.negative for row in rows])
-    return Batch(input_ids, attention_mask, hidden_index, labels, mask, negative, rows)
+    blamed = torch.zeros_like(mask)
+    for b, row in enumerate(rows):
+        blamed[b, list(row.blamed or ())] = True
+    has_spans = torch.tensor([row.blamed is not None for row in rows])
+    return Batch(input_ids, attention_mask, hidden_index, labels, mask, negative, blamed, has_spans, rows)

@@ -1,4 +1,5 @@
-"""Hyper-parameters of one training step of a round (defaults: the official CUT repository)."""
+"""Hyper-parameters of one training step of a round (defaults: the official CUT repository, except where a
+field's description says otherwise; docs/results.md lists them)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from formats.strict_model import StrictModel
 
 class LoraConfig(StrictModel):
     r: int = Field(16, ge=1, description="LoRA rank")
-    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r); the official script's 16")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: list[str] = Field(
         default_factory=lambda: ["gate_proj", "up_proj", "down_proj"],
@@ -94,6 +95,20 @@ class CutConfig(StrictModel):
         "(e.g. [1.5, 1.3, 1.1] lowers it round by round)",
     )
     alpha: float = Field(1.0, ge=0, description="α: weight of the unlikelihood term on flagged tokens")
+    detection: Literal["contrast", "spans", "union"] = Field(
+        "contrast",
+        description="which tokens of a negative response are flagged for the unlikelihood term: contrast, the paper's "
+        "p(y_t|x,j-) > λ·p(y_t|Misalign context); spans, the tokens of the parts the judge blamed (formats/spans.py), "
+        "contrast for a response whose judgment locates none; union, either",
+    )
+    unflagged: Literal["mle", "none"] = Field(
+        "mle", description="what a negative's unflagged tokens get under the Misalign context: MLE (the paper), or nothing",
+    )
+    truncated: Literal["train", "drop"] = Field(
+        "train",
+        description="responses the sampler cut off at max_tokens: trained without an end-of-sequence token (train), "
+        "or left out (drop)",
+    )
     misalign_context: Literal["instruction", "fake_positive"] = Field(
         "instruction", description="context of the Misalign rows: the bare instruction or a fake positive judgment"
     )
@@ -106,7 +121,7 @@ class CutConfig(StrictModel):
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
     learning_rate: float = Field(4e-4, gt=0, description="AdamW peak learning rate")
     epochs: int = Field(1, ge=1, description="passes over the round's rows")
-    micro_batch_size: int = Field(8, ge=1, description="rows (dpo: pairs) per forward pass")
+    micro_batch_size: int = Field(8, ge=1, description="rows (dpo: pairs) per forward pass (the official script: 1)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with linear warm-up")
     max_grad_norm: float = Field(1.0, gt=0, description="clip the gradient norm to this before each optimizer step")

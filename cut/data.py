@@ -20,17 +20,19 @@ class Triple:
     score: float | None = None  # the judge's score where it gives one (model judges: 1-10); DPO pairs by it
     positive_judgment: str | None = None  # the judge's words on a positive, if any; forward predicts them
     spans: tuple[Span, ...] = ()  # the parts of the response a negative judgment blames (`cut.detection`)
+    truncated: bool = False  # the sampler cut the response off at max_tokens: it gets no end-of-sequence token
 
     @classmethod
     def judged(
         cls, instruction: str, input: str, response: str, verdict: str, judgment: str | None, score: float | None = None,
-        spans: tuple[Span, ...] = (),
+        spans: tuple[Span, ...] = (), truncated: bool = False,
     ) -> Triple:
         """A stored judged triple as training reads it: only a negative verdict's text is a judgment to learn from
         as j−, with its spans; a positive's text is kept apart, for forward to predict."""
         negative = verdict == "negative"
         return cls(instruction, input, response, judgment if negative else None, score,
-                   positive_judgment=None if negative else judgment, spans=tuple(spans) if negative else ())
+                   positive_judgment=None if negative else judgment, spans=tuple(spans) if negative else (),
+                   truncated=truncated)
 
     @property
     def negative(self) -> bool:
@@ -45,7 +47,8 @@ class Triple:
 def load_triples(path: Path | str) -> list[Triple]:
     """The triples of a CUT paper file (JSON list, JSONL or Parquet of {instruction, input, output, judgment});
     raises `CutFormatError` naming the file and record of the first bad one."""
-    return [Triple(r.instruction, r.input, r.output, r.judgment, r.score, spans=tuple(r.spans) if r.judgment else ())
+    return [Triple(r.instruction, r.input, r.output, r.judgment, r.score, spans=tuple(r.spans) if r.judgment else (),
+                   truncated=r.truncated)
             for r in read_cut_records(Path(path))]
 
 

@@ -6,8 +6,13 @@ ids, so nothing here ever sees a vocabulary-sized tensor:
 - L2 = mean over every response token of every row of −log p_aligned(y_t)
 - L1 = mean over response tokens of Align-N rows of
   −α·log(1 − p_mis(y_t)) if the token is flagged, else −log p_mis(y_t)
-- flagged: p_aligned(y_t) > λ·p_mis(y_t) on Align-N rows, decided without gradient
+- flagged: p_aligned(y_t) > λ·p_mis(y_t) on Align-N rows, decided without gradient (the paper's
+  contrast detection, `contrast_flags`), unless the caller passes its own flags (`cut.detection`:
+  the tokens a judge's spans cover, or either)
 - loss = L1 + L2
+
+With `unflagged_mle=False` the unflagged tokens of Align-N rows get no Misalign term at all
+(L1 is then the unlikelihood term alone, still averaged over every Align-N token).
 
 `reduction` says how tokens and rows weigh (`cut.reduction`):
 
@@ -55,6 +60,14 @@ def _row_means(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     return total / where.sum(dim=1).clamp(min=1)
 
 
+def contrast_flags(
+    logp_aligned: torch.Tensor, logp_misaligned: torch.Tensor, mask: torch.Tensor, negative: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """bool [B, T]: response tokens of Align-N rows with p_aligned(y_t) > λ·p_mis(y_t) (no gradient)."""
+    with torch.no_grad():
+        return mask & negative.unsqueeze(1) & (logp_aligned.detach() > math.log(lam) + logp_misaligned.detach())
+
+
 def cut_loss(
     logp_aligned: torch.Tensor,
     logp_misaligned: torch.Tensor,
@@ -63,19 +76,24 @@ def cut_loss(
     lam: float = 1.1,
     alpha: float = 1.0,
     reduction: Literal["token", "example"] = "token",
+    flagged: torch.Tensor | None = None,
+    unflagged_mle: bool = True,
 ) -> CutLoss:
     """CUT loss from [B, T] log-probs of y_t under the aligned and misaligned contexts.
 
     `mask` (bool [B, T]) marks response tokens, `negative` (bool [B]) marks Align-N rows;
-    `logp_misaligned` is only read on Align-N rows.
+    `logp_misaligned` is only read on Align-N rows. `flagged` (bool [B, T]) replaces the contrast
+    flags where given (only its Align-N response tokens count).
     """
     negative_tokens = mask & negative.unsqueeze(1)
-    with torch.no_grad():
-        flagged = negative_tokens & (logp_aligned.detach() > math.log(lam) + logp_misaligned.detach())
+    if flagged is None:
+        flagged = contrast_flags(logp_aligned, logp_misaligned, mask, negative, lam)
+    flagged = flagged & negative_tokens
 
     # Feed a harmless value where the unlikelihood term is not used, so its gradient there is 0, not NaN.
     unlikely_input = torch.where(flagged, logp_misaligned, torch.full_like(logp_misaligned, -1.0))
-    misalign_terms = torch.where(flagged, alpha * neg_log1mexp(unlikely_input), -logp_misaligned)
+    unflagged_terms = -logp_misaligned if unflagged_mle else torch.zeros_like(logp_misaligned)
+    misalign_terms = torch.where(flagged, alpha * neg_log1mexp(unlikely_input), unflagged_terms)
     if reduction == "token":
         l2 = _masked_mean(-logp_aligned, mask)
         l1 = _masked_mean(misalign_terms, negative_tokens)

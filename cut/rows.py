@@ -18,6 +18,12 @@ or on forward's second row the judgment, tokenized apart and appended the same w
 
 Length policy: a sequence longer than `max_length` loses prompt tokens from the left; the
 target is never cut, and a triple with a target that alone does not fit is dropped and counted.
+
+A target ends with the end-of-sequence token, unless it is a response the sampler cut off at
+`max_tokens` (`Triple.truncated`): that one did not end there. An Align-N row of `cut` carries
+the response tokens its judgment's spans cover (`blamed`, for `cut.detection`): the response
+is tokenized on its own with the tokenizer's offset mapping, and a token overlapping a span's
+characters is in it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from transformers import PreTrainedTokenizerBase
 from cut.batches import TokenRow
 from cut.config import CutConfig, TemplatesConfig
 from cut.data import Triple
+from formats.spans import Span
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,11 @@ def build_rows(
     for index in range(len(triples)) if indices is None else indices:
         triple = triples[index]
         contexts = _contexts(triple, config)
-        targets = {"response": target_ids(triple.response)}
+        if triple.truncated and config.truncated == "drop":
+            continue
+        response = tokenizer(triple.response, add_special_tokens=False, return_offsets_mapping=True)
+        end = [] if triple.truncated else [tokenizer.eos_token_id]
+        targets = {"response": response["input_ids"] + end}
         if any(c.target == "judgment" for c in contexts):
             targets["judgment"] = target_ids(_judgment_text(triple, config.templates))
         if any(config.max_length - len(targets[c.target]) < 1 for c in contexts):
@@ -120,5 +131,16 @@ def build_rows(
                 None if c is None else prompt_ids(tokenizer, c)[-room:] + target
                 for c in (context.aligned, context.misaligned)
             )
-            rows.append(TokenRow(index, aligned, misaligned, len(target), context.target))
+            blamed = blamed_tokens(response["offset_mapping"], triple.spans) if misaligned is not None else None
+            rows.append(TokenRow(index, aligned, misaligned, len(target), context.target, blamed))
     return RowSet(rows, dropped)
+
+
+def blamed_tokens(offsets: list[tuple[int, int]], spans: tuple[Span, ...]) -> tuple[int, ...] | None:
+    """The indices of the tokens (character `offsets` each) that overlap a located span; None when no span is
+    located, so that the row falls back to contrast detection."""
+    located = [(span.start, span.end) for span in spans if span.located]
+    if not located:
+        return None
+    return tuple(t for t, (first, after) in enumerate(offsets)
+                 if any(first < end and after > start for start, end in located))

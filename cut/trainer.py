@@ -29,18 +29,18 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
-from cut.batches import collate, micro_batches
+from cut.batches import Batch, collate, micro_batches
 from cut.config import CutConfig, LoraConfig
 from cut.data import Triple, balanced_indices
 from cut.dpo import dpo_micro_batch, dpo_step_metrics, pair_rows, with_reference
 from cut.fingerprint import Fingerprint, adapter_fingerprint, parent_fingerprint, read_fingerprint, write_fingerprint
 from cut.logprobs import autocast_for, response_logprobs
 from cut.lora import add_lora
-from cut.objective import cut_loss
+from cut.objective import contrast_flags, cut_loss
 from cut.pairs import preference_pairs
 from cut.batches import TokenRow
 from cut.rows import build_rows
-from cut.scoring import FlaggedToken, RowScore, flagged_tokens, row_scores
+from cut.scoring import Detection, FlaggedToken, RowScore, detection, flagged_tokens, row_scores
 
 log = logging.getLogger(__name__)
 # A training logs about this many step lines (and its last), the terminal's and the UI's progress.
@@ -59,6 +59,7 @@ class TrainResult:
     dropped: int  # triples whose response did not fit in max_length
     main_process: bool = True  # False in the other processes of a multi-process launch: they wrote nothing
     pairs: list[tuple[int, int]] = field(default_factory=list)  # dpo: (chosen, rejected) indices into `triples`
+    detection: Detection | None = None  # the contrast flags against the judges' spans; None: no row had a span
 
 
 def load_lora_model(
@@ -189,11 +190,12 @@ def train(
         for i, score in gathered:
             first_visit.setdefault(i, score)
     first_scores = [first_visit[i] for i in sorted(first_visit)]
-    flagged = flagged_tokens(first_scores, [units[i] for i in sorted(first_visit)], tokenizer)
+    visited = [units[i] for i in sorted(first_visit)]
+    flagged = flagged_tokens(first_scores, visited, tokenizer)
     if accelerator.is_main_process:
         save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer, parent)
     return TrainResult(out_dir, metrics, flagged, first_scores, rows, dropped, accelerator.is_main_process,
-                       trained_pairs)
+                       trained_pairs, detection(first_scores, visited))
 
 
 def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutConfig,
@@ -204,7 +206,9 @@ def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutCon
     batch = collate(rows, pad_id).to(device)
     with autocast_for(device, config.precision):
         logp_aligned, logp_misaligned = response_logprobs(model, batch, config.logit_chunk_tokens)
-    out = cut_loss(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam, config.alpha, config.reduction)
+    contrast = contrast_flags(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam)
+    out = cut_loss(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam, config.alpha, config.reduction,
+                   flagged=detected(config.detection, contrast, batch), unflagged_mle=config.unflagged == "mle")
     sums = {
         "loss": out.loss.item(),
         "l1": out.l1.item(),
@@ -213,7 +217,17 @@ def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutCon
         "negative_tokens": int((batch.mask & batch.negative.unsqueeze(1)).sum()),
         "tokens": batch.n_tokens,
     }
-    return out.loss, sums, row_scores(batch.rows, logp_aligned, logp_misaligned, out.flagged)
+    return out.loss, sums, row_scores(batch.rows, logp_aligned, logp_misaligned, out.flagged, contrast)
+
+
+def detected(detection: str, contrast: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """bool [B, T]: the tokens the unlikelihood term pushes down under `cut.detection` (a row whose judgment
+    located no span keeps its contrast flags under `spans`)."""
+    if detection == "contrast":
+        return contrast
+    if detection == "spans":
+        return torch.where(batch.has_spans.unsqueeze(1), batch.blamed, contrast)
+    return contrast | batch.blamed
 
 
 def cut_step_metrics(sums: dict[str, float], micro_batches: int) -> dict[str, float]:

@@ -39,7 +39,8 @@ def write_inputs(work: Path, config_text: str, triples: list[Triple]) -> None:
     """`triples.jsonl` and `config.yaml` (the YAML text of the run's config) in `work`."""
     work.mkdir(parents=True, exist_ok=True)
     write_records(work / TRIPLES_FILE, [
-        {"instruction": t.instruction, "input": t.input, "output": t.response, "judgment": t.judgment, "score": t.score}
+        {"instruction": t.instruction, "input": t.input, "output": t.response, "judgment": t.judgment, "score": t.score,
+         "spans": [span.model_dump() for span in t.spans], "truncated": t.truncated}
         for t in triples
     ], format="jsonl")
     (work / CONFIG_FILE).write_text(config_text)
@@ -55,13 +56,14 @@ def write_result(out_dir: Path, result: TrainResult, *, refinements: list[dict] 
     if refinements is not None:
         (out_dir / REFINEMENTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in refinements))
     (out_dir / SUMMARY_FILE).write_text(
-        json.dumps({**(source or {}), "rows": result.rows, "dropped": result.dropped, "pairs": result.pairs})
+        json.dumps({**(source or {}), "rows": result.rows, "dropped": result.dropped, "pairs": result.pairs,
+                    "detection": result.detection and asdict(result.detection)})
     )
 
 
 def read_result(out_dir: Path) -> TrainResult:
     """The `TrainResult` an in-process training would have returned, from what `write_result` wrote."""
-    from cut.scoring import FlaggedToken
+    from cut.scoring import Detection, FlaggedToken
     from cut.trainer import TrainResult
 
     steps = [json.loads(line) for line in (out_dir / METRICS_FILE).read_text().splitlines()]
@@ -71,7 +73,9 @@ def read_result(out_dir: Path) -> TrainResult:
     }
     summary = json.loads((out_dir / SUMMARY_FILE).read_text())
     pairs = [tuple(pair) for pair in summary.get("pairs", [])]
-    return TrainResult(out_dir, steps, flagged, [], summary["rows"], summary["dropped"], pairs=pairs)
+    detection = summary.get("detection")
+    return TrainResult(out_dir, steps, flagged, [], summary["rows"], summary["dropped"], pairs=pairs,
+                       detection=detection and Detection(**detection))
 
 
 def train_command(work: Path, out_dir: Path, init_adapter: Path | None, *, launcher: str, processes: int) -> list[str]:

@@ -47,9 +47,16 @@ def round_row(ctx: RunContext, round: int) -> dict:
         [ctx.run, round],
     )
     check = checks[0] if checks else {"verdict": None, "noise_mean_abs": None}  # None: the base model
+    (detection,) = ctx.store.query(
+        "SELECT max(d.precision) AS precision, max(d.recall) AS recall, max(d.f1) AS f1, "
+        "(SELECT count(*) FROM responses WHERE run = ? AND round = ? AND finish_reason = 'length') AS truncated "
+        "FROM (SELECT 1) LEFT JOIN detections d ON d.run = ? AND d.round = ?",
+        [ctx.run, round, ctx.run, round],
+    )
     return {
         "round": round,
         "samples": summary["responses"],
+        "truncated": detection["truncated"],  # samples cut off at max_tokens: trained without an end-of-sequence token
         # How far the sampler's scores of the adapter's fingerprint were from the trainer's, against the
         # engine's own noise, and the check's verdict (None: the base model).
         "fingerprint_max_abs": summary["fingerprint_max_abs"],
@@ -63,6 +70,10 @@ def round_row(ctx: RunContext, round: int) -> dict:
         "l1": training["l1"],
         "l2": training["l2"],
         "flagged_share": training["flagged_share"],
+        # The contrast flags against the tokens the judges' spans blame (None: no span this round).
+        "detection_precision": detection["precision"],
+        "detection_recall": detection["recall"],
+        "detection_f1": detection["f1"],
         "eval_incumbent": summary["eval_incumbent"],
         "eval_candidate": summary["eval_candidate"],
         "gate": summary["gate_decision"],
@@ -85,11 +96,15 @@ def _rounded(value: float) -> float:
 
 
 def flagged_markdown(ctx: RunContext, round: int) -> str:
-    """A few negative triples of the round with the tokens CUT flagged in bold."""
+    """A few negative triples of the round with the tokens CUT flagged in bold, and beside them the tokens the
+    judge's spans cover, so a person sees where the two differ."""
     from transformers import AutoTokenizer
 
+    from cut.rows import blamed_tokens
+    from formats.spans import Span
+
     examples = ctx.store.query(
-        "SELECT t.response_id, t.instruction, t.response, t.judgment, list(f.token_index) AS flagged "
+        "SELECT t.response_id, t.instruction, t.response, t.judgment, t.spans, list(f.token_index) AS flagged "
         "FROM triples t JOIN flagged_tokens f USING (response_id) WHERE t.run = ? AND t.round = ? "
         "GROUP BY ALL ORDER BY t.response_id LIMIT ?",
         [ctx.run, round, FLAGGED_EXAMPLES],
@@ -99,20 +114,30 @@ def flagged_markdown(ctx: RunContext, round: int) -> str:
         return "\n".join(lines + ["No negative triple had a flagged token this round."])
     tokenizer = AutoTokenizer.from_pretrained(ctx.base_model)
     for example in examples:
-        ids = tokenizer(example["response"], add_special_tokens=False).input_ids
-        flagged = set(example["flagged"])
-        runs = itertools.groupby(enumerate(ids), key=lambda item: item[0] in flagged)
-        pieces = [(tokenizer.decode([token for _, token in items]), is_flagged) for is_flagged, items in runs]
+        encoded = tokenizer(example["response"], add_special_tokens=False, return_offsets_mapping=True)
+        spans = tuple(Span.model_validate(span) for span in example["spans"] or ())
         lines += [
             f"**Instruction:** {plain_markdown(example['instruction'])}",
             "",
             f"**Judgment:** {plain_markdown(example['judgment'])}",
             "",
-            f"**Response** (flagged tokens in bold): {bold_markdown(pieces)}",
+            f"**Response** (flagged tokens in bold): {_marked(tokenizer, encoded.input_ids, set(example['flagged']))}",
             "",
-            "---",
         ]
+        if spans:
+            blamed = set(blamed_tokens(encoded.offset_mapping, spans) or ())
+            unlocated = sum(not span.located for span in spans)
+            lines += [f"**Response** (tokens the judge's spans cover in bold): "
+                      f"{_marked(tokenizer, encoded.input_ids, blamed)}"
+                      + (f" — {unlocated} quote(s) not found in the response" if unlocated else ""), ""]
+        lines.append("---")
     return "\n".join(lines)
+
+
+def _marked(tokenizer, ids: list[int], marked: set[int]) -> str:
+    """The response's tokens as inline markdown, the runs of `marked` token indices in bold."""
+    runs = itertools.groupby(enumerate(ids), key=lambda item: item[0] in marked)
+    return bold_markdown([(tokenizer.decode([token for _, token in items]), is_marked) for is_marked, items in runs])
 
 
 def publish_round(ctx: RunContext, round: int) -> None:

@@ -5,7 +5,8 @@ A record is `{"id": 0, "instruction": ..., "input": "", "output": ..., "judgment
 and the text of what is wrong otherwise (negative). `id` is optional, `input` defaults to
 "", `spans` (optional) lists the parts of `output` a negative judgment blames, each
 `{"quote", "start", "end", "text", "severity"}` with character offsets into `output`
-(formats/spans.py); other fields are ignored. Reading checks every record and names the file and the
+(formats/spans.py), `truncated` (optional) says the sampler cut `output` off at its token
+limit; other fields are ignored. Reading checks every record and names the file and the
 record number (1-based) of the first bad one.
 
 `read_records` is the one reader of such files for every part of the pipeline (triples,
@@ -46,6 +47,7 @@ class CutRecord(BaseModel):
     judgment: str | None = Field(description="required; null for a positive judgment")
     score: int | float | None = Field(None, description="optional: the judge's score, which DPO pairs by")
     spans: list[Span] = Field(default_factory=list, description="optional: the parts of `output` the judgment blames")
+    truncated: bool = Field(False, description="optional: the sampler cut `output` off at its token limit")
 
     @field_validator("spans", mode="before")
     @classmethod

@@ -71,8 +71,8 @@ def train(ctx: RunContext, round: int, judge_id: str, trainer: Trainer) -> recor
         return candidate
     started = time.perf_counter()
     stored = training_triples(ctx, round, judge_id)
-    triples = [Triple.judged(t.instruction, t.input, t.response, t.verdict, t.judgment, t.score, tuple(t.spans or ()))
-               for t in stored]
+    triples = [Triple.judged(t.instruction, t.input, t.response, t.verdict, t.judgment, t.score, tuple(t.spans or ()),
+                             t.truncated) for t in stored]
     if ctx.config.cut.objective == "ilf" and triples:
         stored, triples = _ilf_training_set(ctx, round, judge_id, stored, triples)
     reason = _nothing_to_train(ctx.config.cut.objective, triples, ctx.config.cut.seed)
@@ -108,12 +108,25 @@ def train(ctx: RunContext, round: int, judge_id: str, trainer: Trainer) -> recor
         for index, tokens in result.flagged.items()
         for token in tokens
     ]
+    found = result.detection
     with ctx.store.transaction() as tx:
         tx.add_adapter(candidate)
         tx.add_training_steps(steps)
         tx.add_flagged_tokens(flagged)
+        if found is not None:
+            tx.add_detection(records.Detection(
+                run=ctx.run, round=round, rows=found.rows, span_tokens=found.span_tokens,
+                contrast_flagged=found.contrast_flagged, flagged_in_spans=found.flagged_in_spans, precision=found.precision,
+                recall=found.recall, f1=found.f1,
+            ))
+            log.info("round %d: contrast detection against the judges' spans: precision %s, recall %s over %d rows",
+                     round, _share(found.precision), _share(found.recall), found.rows)
         tx.record_round_step(ctx.run, round, "train", time.perf_counter() - started)
     return candidate
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _ilf_training_set(ctx: RunContext, round: int, judge_id: str, stored: list[records.Triple],

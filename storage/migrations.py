@@ -349,7 +349,8 @@ def m009_adapter_check_verdicts(db: duckdb.DuckDBPyConnection) -> None:
 def m010_judgment_spans(db: duckdb.DuckDBPyConnection) -> None:
     """The parts of a response a judgment blames (formats/spans.py): the judge's quote, and where the
     project found it in the response (character offsets; NULL when it could not be located). The
-    `triples` view carries them as a list, in the judge's order."""
+    `triples` view carries them as a list, in the judge's order, and whether the sampler cut the
+    response off at max_tokens (`truncated`: it is trained without an end-of-sequence token)."""
     db.execute("""
         CREATE TABLE judgment_spans (
             response_id VARCHAR NOT NULL,
@@ -366,6 +367,7 @@ def m010_judgment_spans(db: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE VIEW triples AS
         SELECT r.run, r.round, r.adapter_id AS adapter, p.instruction, p.input, r.text AS response,
                j.judgment, j.verdict, j.judge, j.created_at, r.response_id, j.score,
+               coalesce(r.finish_reason = 'length', false) AS truncated,
                (SELECT list({'quote': s.quote, 'start': s.start, 'end': s."end", 'text': s.text,
                              'severity': s.severity} ORDER BY s.span_index)
                 FROM judgment_spans s WHERE s.response_id = j.response_id AND s.judge = j.judge) AS spans
@@ -376,9 +378,28 @@ def m010_judgment_spans(db: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def m011_detections(db: duckdb.DuckDBPyConnection) -> None:
+    """Per training round, how well the paper's contrast test found the tokens the judges' spans blame
+    (cut/scoring.py `Detection`): can the policy read the judgments at all."""
+    db.execute("""
+        CREATE TABLE detections (
+            run VARCHAR NOT NULL,
+            round INTEGER NOT NULL,
+            rows INTEGER NOT NULL,             -- negative rows whose judgment located a span
+            span_tokens INTEGER NOT NULL,      -- their tokens a span covers
+            contrast_flagged INTEGER NOT NULL, -- their tokens the contrast flagged
+            flagged_in_spans INTEGER NOT NULL, -- span tokens the contrast flagged
+            precision DOUBLE,                  -- flagged_in_spans / contrast_flagged
+            recall DOUBLE,                     -- flagged_in_spans / span_tokens
+            f1 DOUBLE,
+            PRIMARY KEY (run, round)
+        );
+    """)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_initial, m002_views, m003_triples_score, m004_dpo_steps, m005_judge_batches, m006_refinements,
-    m007_adapter_checks, m008_step_seconds, m009_adapter_check_verdicts, m010_judgment_spans,
+    m007_adapter_checks, m008_step_seconds, m009_adapter_check_verdicts, m010_judgment_spans, m011_detections,
 ]
 
 

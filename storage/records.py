@@ -172,6 +172,20 @@ class FlaggedToken(Record):
     p_misaligned: float | None = Field(None, description="p(y_t | x) or p(y_t | x, j+)")
 
 
+class Detection(Record):
+    """A training round's contrast flags against the tokens the judges' spans cover (micro-averaged)."""
+
+    run: RunName
+    round: Round
+    rows: int = Field(ge=0, description="negative rows whose judgment located a span")
+    span_tokens: int = Field(ge=0)
+    contrast_flagged: int = Field(ge=0)
+    flagged_in_spans: int = Field(ge=0, description="span tokens the contrast flagged")
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+
+
 class Evaluation(Record):
     run: RunName
     round: Round
@@ -234,4 +248,5 @@ class Triple(Record):
     created_at: datetime
     response_id: str
     score: float | None = Field(None, description="the judge's score (1-10 for model judges); None: it gave none")
+    truncated: bool = Field(False, description="the sampler cut the response off at max_tokens")
     spans: list[Span] | None = Field(None, description="the parts the judgment blames; None: it names none")

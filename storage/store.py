@@ -32,6 +32,7 @@ from storage.records import (
     Adapter,
     AdapterCheck,
     AdapterStatus,
+    Detection,
     Evaluation,
     FlaggedToken,
     JudgeBatch,
@@ -174,6 +175,9 @@ class Transaction:
         return self._insert(
             "flagged_tokens", [t.model_dump() for t in tokens], key=("run", "round", "response_id", "token_index")
         )
+
+    def add_detection(self, detection: Detection) -> int:
+        return self._insert("detections", [detection.model_dump()], key=("run", "round"))
 
     def add_evaluations(self, evaluations: Iterable[Evaluation]) -> int:
         return self._insert("evaluations", [e.model_dump() for e in evaluations], key=("run", "round", "role", "suite"))

@@ -246,3 +246,43 @@ def test_a_round_trains_with_its_lambda_from_lam_by_round(tiny_model, tmp_path, 
         with pytest.raises(RuntimeError, match="stop after recording"):
             training.train(ctx, round, "rule:addition", train_in_process)
     assert trained_with == [1.5, 1.2, 1.2]  # the last value for the rounds after the list
+
+
+def test_a_rounds_training_stores_its_detection_figures_and_the_round_table_shows_them(tiny_model, tmp_path) -> None:
+    """Issue 38: where the judge gave spans, each CUT round stores how well the contrast found them."""
+    from flows.artifacts import flagged_markdown, round_row
+    from formats.spans import exact
+    from judges.cache import stored_judgment
+    from judges.judgment import Judgment
+
+    ctx = make_context(tmp_path, tiny_model)
+    ctx.config = ctx.config.model_copy(update={"cut": ctx.config.cut.model_copy(update={"detection": "spans"})})
+    ctx.store.add_run(ctx.run)
+    context.start_round(ctx, 1)
+    prompt = records.Prompt(instruction="Add each pair: 7 + 1, 9 + 1.")
+    texts = {"7 + 1 = 8, 9 + 1 = 11": "negative", "8, 10": "positive", "8, 12": "negative"}
+    responses = [records.Response(run=ctx.run, round=1, prompt_id=prompt.prompt_id, text=text, sample_index=i,
+                                  finish_reason="length" if i == 2 else "stop") for i, text in enumerate(texts)]
+    judgments = [
+        stored_judgment(r.response_id, "rule:sums", Judgment(
+            status="ok", verdict=verdict, judgment="9 + 1 = 10." if verdict == "negative" else "Right.",
+            spans=(exact(r.text, len(r.text) - 2, len(r.text)),) if verdict == "negative" else (), judge_id="rule:sums"))
+        for r, verdict in zip(responses, texts.values())
+    ]
+    with ctx.store.transaction() as tx:
+        tx.add_prompts([prompt])
+        tx.add_responses(responses)
+        tx.add_judgments(judgments)
+        tx.record_round_step(ctx.run, 1, "sample", 1.0)
+        tx.record_round_step(ctx.run, 1, "judge", 1.0)
+    training.train(ctx, 1, "rule:sums", train_in_process)
+
+    (stored,) = ctx.store.query("SELECT * FROM detections")
+    assert (stored["round"], stored["rows"]) == (1, 2) and stored["span_tokens"] >= 2
+    assert stored["flagged_in_spans"] <= min(stored["span_tokens"], stored["contrast_flagged"])
+    flagged = ctx.store.query("SELECT response_id, list(token) AS tokens FROM flagged_tokens GROUP BY ALL")
+    assert {"".join(row["tokens"]).strip() for row in flagged} == {"11", "12"}  # span detection: what was blamed
+    row = round_row(ctx, 1)
+    assert (row["detection_recall"], row["truncated"]) == (stored["recall"], 1)
+    shown = flagged_markdown(ctx, 1)
+    assert shown.count("(tokens the judge's spans cover in bold)") == 2 and "**11**" in shown and "**12**" in shown
