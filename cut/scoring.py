@@ -1,14 +1,19 @@
 """Per-token probabilities of token rows and which tokens CUT flags, read off a training forward
-pass (`row_scores`, what the trainer reports)."""
+pass (`row_scores`, what the trainer reports) or a pass without gradient (`score_rows`, what
+`online-cut check-detection` reads before any training)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from cut.batches import TokenRow
+from cut.batches import TokenRow, collate
+from cut.config import CutConfig
+from cut.logprobs import autocast_for, response_logprobs
+from cut.objective import contrast_flags
 
 
 @dataclass(frozen=True)
@@ -95,3 +100,24 @@ def detection(scores: list[RowScore], rows: list[TokenRow]) -> Detection | None:
         contrast_flagged=sum(len(score.contrast) for score, _ in judged),
         flagged_in_spans=sum(len(blamed.intersection(score.contrast)) for score, blamed in judged),
     )
+
+
+def score_rows(model: torch.nn.Module, rows: list[TokenRow], config: CutConfig, pad_id: int,
+               progress: Callable[[int], None] | None = None) -> list[RowScore]:
+    """Probabilities of every response token and the contrast flags, in eval mode (no dropout), micro-batch by
+    micro-batch; `progress` is told how many rows each finished."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(rows), config.micro_batch_size):
+            batch = collate(rows[start : start + config.micro_batch_size], pad_id).to(device)
+            with autocast_for(device, config.precision):
+                logp_al, logp_mis = response_logprobs(model, batch, config.logit_chunk_tokens)
+            flagged = contrast_flags(logp_al, logp_mis, batch.mask, batch.negative, config.lam)
+            scores.extend(row_scores(batch.rows, logp_al, logp_mis, flagged))
+            if progress is not None:
+                progress(len(batch.rows))
+    model.train(was_training)
+    return scores

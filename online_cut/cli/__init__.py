@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from online_cut.cli import flow, judge, sample, train
+from online_cut.cli import detection, flow, judge, sample, train
 from online_cut.cli.adapters import adapters_app
 from online_cut.cli.setup import config_app, model_app
 from online_cut.cli.store import store_app
@@ -22,6 +22,7 @@ app.add_typer(store_app)  # import, export, sql
 app.add_typer(adapters_app, name="adapters")
 app.command("judge")(judge.judge)
 app.command("train")(train.train)
+app.command("check-detection")(detection.check_detection)
 app.command("run")(flow.run)
 app.command("serve")(flow.serve)
 app.command("experiment")(flow.experiment)

@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cut.config import CutConfig, LoraConfig
 from cut.data import Triple, load_triples
 from cut.rows import build_rows
-from no_grad_scores import mean_nll, score_rows
+from cut.scoring import score_rows
+from no_grad_scores import mean_nll
 from cut.trainer import train
 
 
