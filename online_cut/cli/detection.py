@@ -22,8 +22,8 @@ RECALL_FOR_CONTRAST = 0.5
 
 def check_detection(
     config: Path = typer.Option(..., "--config", help="a YAML config: `model` is the policy, `cut` its λ and templates"),
-    triples: Path = typer.Option(None, "--triples", help="triples with spans: JSON, JSONL or Parquet (as `online-cut "
-                                 "judge --out` or `online-cut export` write them)"),
+    triples: Path = typer.Option(None, "--triples", help="triples with spans in the CUT paper's fields plus `spans`: "
+                                 "JSON, JSONL or Parquet, as `online-cut export` writes them"),
     sql: str = typer.Option(None, "--sql", help="or: a read-only query of the store returning instruction, input, "
                             "response, judgment, verdict and spans, e.g. \"SELECT * FROM triples WHERE run = 'r'\""),
     db: Path = typer.Option(None, "--db", help="--sql: the DuckDB store (default: storage.db of the config)"),
