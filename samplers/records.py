@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from samplers.config import SamplerConfig
-from storage import keys
+from formats import keys
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 
 from formats.spans import Span
 
-from storage import keys
+from formats import keys
 
 RunName = Annotated[
     str,

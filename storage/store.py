@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 from pydantic import TypeAdapter
 
-from storage import keys
+from formats import keys
 from storage.config import StorageConfig
 from storage.connection import connect
 from storage.migrations import apply_migrations

@@ -15,7 +15,7 @@ ABOVE_LEAVES = ("online_cut", "rounds", "tasks", "flows")
 # package: the top-level modules it must not import, and why
 FORBIDDEN = {
     "formats": (tuple(p for p in PACKAGES if p != "formats"), "formats/ is the bottom layer"),
-    "samplers": (ABOVE_LEAVES, "a leaf package"),
+    "samplers": ((*ABOVE_LEAVES, "storage"), "a leaf package that samples, wherever the samples are stored"),
     "judges": (ABOVE_LEAVES, "a leaf package"),
     "storage": (ABOVE_LEAVES, "a leaf package"),
     "cut": ((*ABOVE_LEAVES, "storage"), "a leaf package that trains on triples, wherever they are stored"),
