@@ -10,10 +10,12 @@
    - its parent's weights (the previous round's adapter, or the base model for round 1) with
      the adapter's fingerprint, as a sampler that missed a round's swap would serve: must fail.
 
-The last line is JSON: per way, how many right adapters were rejected and wrong ones passed,
-and the distances (mean |Δ log p|) with the smallest margins:
-`right_margin` = tolerance / distance from the adapter's log-probs (> 1 passes), and
-`nearer_ratio` = distance from the adapter's / distance from the parent's (≤ 0.5 passes).
+The last line is JSON: per way, how many right adapters were rejected (or passed as
+indistinguishable) and wrong ones passed, with the figures the verdict rests on
+(cut/fingerprint.py `match`): `position`, where the engine's scores lie from the parent's log-probs
+(0) to the adapter's (1), above 0.5 passes; `separation`, adapter and parent apart in units of the
+engine's noise, under 6 is indistinguishable; `margin`, the tolerance over the mean |Δ log p|
+from the adapter's log-probs, above 1 passes. `runs` sums up the checks the runs stored.
 
     .venv/bin/python bench/adapter_check.py [--rounds 5] [--repeats 3] [--folder .bench/adapter-check]
 
@@ -61,7 +63,7 @@ def stored_checks(folder: Path) -> list[dict]:
 
     return Store(folder / "store.duckdb").query(
         "SELECT run, round, step, adapter_id, backend, verdict, fingerprint_mean_abs, tolerance_mean_abs, "
-        "parent_mean_abs, separation_mean_abs, noise_mean_abs FROM adapter_checks ORDER BY run, round, step")
+        "position, separation, noise_mean_abs FROM adapter_checks ORDER BY run, round, step")
 
 
 def trained_adapters(folder: Path) -> list[tuple[str, Path, Path | None]]:
@@ -101,9 +103,15 @@ def attach_all(backend: str, settings, adapters: list[tuple[str, Path, Path | No
 def figures(backend: str, adapter_id: str, case: str, found) -> dict:
     return {
         "backend": backend, "adapter": adapter_id, "case": case, "verdict": found.verdict,
-        "adapter_mean_abs": found.adapter.mean_abs, "parent_mean_abs": found.parent and found.parent.mean_abs,
-        "separation": found.separation, "noise": found.noise, "tolerance": found.tolerance,
+        "mean_abs": found.adapter.mean_abs, "tolerance": found.tolerance, "position": found.position,
+        "separation": found.separation, "noise_mean_abs": found.noise.mean_abs, "noise_rms": found.noise.rms,
     }
+
+
+def spread(values: list[float], digits: int = 3) -> list[float]:
+    """[min, median, max]."""
+    ordered = sorted(values)
+    return [round(ordered[0], digits), round(ordered[len(ordered) // 2], digits), round(ordered[-1], digits)]
 
 
 def summary(results: list[dict], checks: list[dict]) -> dict:
@@ -117,20 +125,23 @@ def summary(results: list[dict], checks: list[dict]) -> dict:
             "right_indistinguishable": sum(r["verdict"] == "indistinguishable" for r in right),
             "wrong": len(wrong),
             "wrong_passed": sum(r["verdict"] != "mismatch" for r in wrong),
-            "min_right_margin": round(min(r["tolerance"] / max(r["adapter_mean_abs"], 1e-12) for r in right), 2),
-            "max_nearer_ratio": round(max(r["adapter_mean_abs"] / r["parent_mean_abs"] for r in right), 3),
-            "min_wrong_nearer_ratio": round(min(r["adapter_mean_abs"] / r["parent_mean_abs"] for r in wrong), 2),
-            "noise": round(right[0]["noise"], 4),
-            "right_mean_abs": [round(r["adapter_mean_abs"], 4) for r in right],
-            "separation": [round(r["separation"], 4) for r in right],
+            "noise_mean_abs": round(right[0]["noise_mean_abs"], 4),
+            "noise_rms": round(right[0]["noise_rms"], 4),
+            "right_position": spread([r["position"] for r in right]),
+            "wrong_position": spread([r["position"] for r in wrong]),
+            "separation": spread([r["separation"] for r in right], 1),
+            "right_margin": spread([r["tolerance"] / r["mean_abs"] for r in right], 2),
         }
-    in_runs = [c for c in checks if c["fingerprint_mean_abs"] is not None]
+    stored = [c for c in checks if c["verdict"] is not None]
     return {
         "bench": "adapter_check",
-        "runs_checks": len(in_runs),
-        "runs_verdicts": {v: sum(c["verdict"] == v for c in in_runs) for v in ("match", "indistinguishable")},
-        "runs_min_margin": round(min(c["tolerance_mean_abs"] / c["fingerprint_mean_abs"] for c in in_runs), 2),
-        "runs_max_nearer_ratio": round(max(c["fingerprint_mean_abs"] / c["parent_mean_abs"] for c in in_runs), 3),
+        "runs": {
+            "checks": len(stored),
+            "verdicts": {v: sum(c["verdict"] == v for c in stored) for v in ("match", "indistinguishable")},
+            "position": spread([c["position"] for c in stored]),
+            "separation": spread([c["separation"] for c in stored], 1),
+            "margin": spread([c["tolerance_mean_abs"] / c["fingerprint_mean_abs"] for c in stored], 2),
+        },
         "ways": ways,
     }
 

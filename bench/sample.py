@@ -69,7 +69,8 @@ def fingerprint_figures(sampler, adapter: Path) -> FingerprintFigures:
     started = time.perf_counter()
     sampler.check_fingerprint(check, read_fingerprint(adapter))
     found = check.fingerprint
-    figures = FingerprintFigures(found.adapter.max_abs, found.adapter.mean_abs, found.noise, time.perf_counter() - started)
+    figures = FingerprintFigures(found.adapter.max_abs, found.adapter.mean_abs, found.noise.mean_abs,
+                                 time.perf_counter() - started)
     print(f"{sampler.backend}: fingerprint max |Δ log p| {figures.max_abs:.2e}, mean {figures.mean_abs:.2e}, "
           f"engine noise {figures.noise:.2e}, check {figures.check_s:.2f} s", flush=True)
     return figures

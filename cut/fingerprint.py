@@ -4,8 +4,11 @@ The trainer writes it beside the adapter's weights (`fingerprint.json`), in floa
 same tokens' log-probs under the model training started from (the parent: the previous
 round's adapter or the base) and under the base model alone. A sampler scores the same token
 ids (prompt log-probs, nothing generated) once the adapter is attached; `match` then asks
-whether the engine's scores are those of this adapter rather than its parent's, against the
-engine's own noise, which the base model's log-probs measure (`samplers/base.py`).
+whether the engine's scores are those of this adapter rather than its parent's: where they lie
+on the line from the parent's log-probs to the adapter's, against the engine's own noise, which
+the base model's log-probs measure (`samplers/base.py`). Projected on that line, the noise of
+the single tokens averages out, so adapters whose log-probs differ per token by little more than
+the engine's noise are still told apart.
 
 Each probe is a chat-templated prompt with a fixed response, tokenized apart and concatenated
 as the trainer builds its rows. Every probe starts with the same system message, longer than
@@ -17,6 +20,7 @@ previous weights show in the scores.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -99,69 +103,94 @@ class FingerprintDistance:
 
     max_abs: float  # max over tokens of |Δ log p|
     mean_abs: float  # mean over tokens of |Δ log p|
+    rms: float  # root mean square over tokens of Δ log p
     tokens: int
 
 
 def distance(expected: LogProbs, measured: LogProbs | list[list[float]]) -> FingerprintDistance:
     """Compare `measured` (per probe, log p of each response token) with `expected`."""
+    diffs = _flat(measured, expected)
+    return FingerprintDistance(max(map(abs, diffs)), sum(map(abs, diffs)) / len(diffs),
+                               math.sqrt(sum(d * d for d in diffs) / len(diffs)), len(diffs))
+
+
+def _flat(minuend: LogProbs | list[list[float]], subtrahend: LogProbs) -> list[float]:
+    """Token by token, `minuend - subtrahend`, over every probe."""
     diffs = []
-    for want, got in zip(expected, measured, strict=True):
+    for want, got in zip(subtrahend, minuend, strict=True):
         if len(want) != len(got):
             raise ValueError(f"probe scored {len(got)} response tokens, the fingerprint has {len(want)}")
-        diffs += [abs(a - b) for a, b in zip(want, got)]
-    return FingerprintDistance(max(diffs), sum(diffs) / len(diffs), len(diffs))
+        diffs += [b - a for a, b in zip(want, got)]
+    return diffs
 
 
-# The engine's distance from the adapter may be this many times its noise on the base model:
+# The engine's mean distance from the adapter may be this many times its noise on the base model:
 # a trained adapter moves some probe tokens to lower probabilities, where rounding moves log p
 # further (measured on real adapters: docs/adapter-check.md).
 NOISE_MULTIPLE = 4.0
-# Adapter and parent closer than this many times the engine's noise cannot be told apart.
-SEPARABLE_MULTIPLE = 4.0
-# "Clearly nearer the adapter": at most this share of the distance from the parent.
-NEARER_SHARE = 0.5
+# Adapter and parent this many noise units apart (along the line between them) or more can be told
+# apart: the engine's position on that line is then 0 or 1 give or take 1/SEPARABLE_Z (one standard
+# deviation of independent per-token noise), and the verdict's boundary at 0.5 is 3 of them away.
+SEPARABLE_Z = 6.0
 
 Verdict = Literal["match", "indistinguishable", "mismatch"]
 
 
 @dataclass(frozen=True)
 class FingerprintMatch:
-    """Whether an engine's scores of the probe tokens are the adapter's, all in mean |Δ log p|."""
+    """Whether an engine's scores of the probe tokens are the adapter's rather than its parent's."""
 
     adapter: FingerprintDistance  # engine vs the adapter's float32 log-probs
     parent: FingerprintDistance | None  # engine vs the parent's (None: not recorded)
-    separation: float | None  # adapter vs parent, both float32: what there is to tell apart
-    noise: float  # the engine's own distance from the float32 base model
+    # Where the engine's scores lie on the line from the parent's (0) to the adapter's (1) log-probs.
+    position: float | None
+    separation: float | None  # |adapter − parent| over the engine's rms noise: what there is to tell apart
+    noise: FingerprintDistance  # the engine's own distance from the float32 base model
     noise_measured: bool  # False: the precision's typical noise, assumed (no base log-probs to measure it)
     verdict: Verdict
 
     @property
     def tolerance(self) -> float:
-        return NOISE_MULTIPLE * self.noise
+        """The largest mean |Δ log p| from the adapter's log-probs that passes."""
+        return NOISE_MULTIPLE * self.noise.mean_abs
+
+    def against_parent(self) -> str:
+        """Where the engine's scores lie between the parent's log-probs and the adapter's, in words."""
+        if self.parent is None:
+            return "no parent's log-probs recorded"
+        if self.position is None:
+            return f"{self.parent.mean_abs:.3g} from its parent's, whose log-probs are the adapter's"
+        return (f"{self.parent.mean_abs:.3g} from its parent's, at {self.position:.2f} of the way from the parent's "
+                f"to the adapter's ({self.separation:.1f} noise units apart)")
 
 
-def match(expected: Fingerprint, measured: list[list[float]], noise: float, noise_measured: bool) -> FingerprintMatch:
+def match(expected: Fingerprint, measured: list[list[float]], noise: FingerprintDistance,
+          noise_measured: bool) -> FingerprintMatch:
     """The verdict on an engine whose scores of `expected`'s probe tokens are `measured`.
 
-    - mismatch: farther from the adapter than `NOISE_MULTIPLE` times the engine's noise, or not
-      clearly nearer the adapter than its parent (at most `NEARER_SHARE` of that distance);
-    - indistinguishable: within the noise, but adapter and parent differ by less than
-      `SEPARABLE_MULTIPLE` times it, so the parent's weights would pass as well;
-    - match: within the noise and clearly nearer the adapter.
+    - mismatch: farther from the adapter's log-probs than `NOISE_MULTIPLE` times the engine's
+      noise (other weights altogether), or nearer the parent's end of the line between them;
+    - indistinguishable: within the noise, but adapter and parent lie less than `SEPARABLE_Z`
+      noise units apart, so the parent's weights could pass as well;
+    - match: within the noise and on the adapter's half of the line.
     """
     to_adapter = distance(expected.logprobs, measured)
     if expected.parent_logprobs is None:
-        verdict: Verdict = "match" if to_adapter.mean_abs <= NOISE_MULTIPLE * noise else "mismatch"
-        return FingerprintMatch(to_adapter, None, None, noise, noise_measured, verdict)
-    to_parent = distance(expected.parent_logprobs, measured)
-    separation = distance(expected.logprobs, expected.parent_logprobs).mean_abs
-    if to_adapter.mean_abs > NOISE_MULTIPLE * noise:
+        verdict: Verdict = "match" if to_adapter.mean_abs <= NOISE_MULTIPLE * noise.mean_abs else "mismatch"
+        return FingerprintMatch(to_adapter, None, None, None, noise, noise_measured, verdict)
+    step = _flat(expected.logprobs, expected.parent_logprobs)
+    offset = _flat(measured, expected.parent_logprobs)
+    length2 = sum(d * d for d in step)
+    position = sum(o * d for o, d in zip(offset, step)) / length2 if length2 else None
+    separation = math.sqrt(length2) / noise.rms
+    if to_adapter.mean_abs > NOISE_MULTIPLE * noise.mean_abs:
         verdict = "mismatch"
-    elif separation < SEPARABLE_MULTIPLE * noise:
+    elif separation < SEPARABLE_Z:
         verdict = "indistinguishable"
     else:
-        verdict = "match" if to_adapter.mean_abs <= NEARER_SHARE * to_parent.mean_abs else "mismatch"
-    return FingerprintMatch(to_adapter, to_parent, separation, noise, noise_measured, verdict)
+        verdict = "match" if position > 0.5 else "mismatch"
+    return FingerprintMatch(to_adapter, distance(expected.parent_logprobs, measured), position, separation, noise,
+                            noise_measured, verdict)
 
 
 def probe_sequences(tokenizer: Any) -> tuple[ProbeSequence, ...]:

@@ -28,11 +28,20 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cut.fingerprint import Fingerprint, FingerprintMatch, ProbeSequence, distance, match, read_fingerprint
+from cut.fingerprint import (
+    Fingerprint,
+    FingerprintDistance,
+    FingerprintMatch,
+    ProbeSequence,
+    distance,
+    match,
+    read_fingerprint,
+)
 from samplers.adapters import AdapterInfo, inspect_adapter
 from samplers.config import SamplerConfig
 from samplers.records import Prompt, Sample, SamplingSettings
@@ -66,13 +75,18 @@ class AdapterMismatchError(SamplerError):
         self.found = found
 
 
-# The mean |Δ log p| an engine is taken to have where it cannot be measured (a fingerprint written
-# before the base model's log-probs were recorded). Measured against float32 training
-# (bench/sample.py): float32 engines differ by kernel order only (transformers 0, vLLM's CPU engine
-# under 2e-4); bfloat16 rounds weights and activations (0.03-0.04 on the shipped model).
+# The noise an engine is taken to have where it cannot be measured (a fingerprint written before the
+# base model's log-probs were recorded), as mean |Δ log p| against float32 training (bench/sample.py):
+# float32 engines differ by kernel order only (transformers 0, vLLM's CPU engine under 2e-4);
+# bfloat16 rounds weights and activations (0.033 on the shipped model: docs/adapter-check.md). The
+# root mean square is taken as for Gaussian noise, √(π/2) times the mean.
 ASSUMED_NOISE = {"float32": 2.5e-4, "half": 0.04}
 # A float32 engine can score the probe exactly as the trainer did; noise is never taken below this.
 NOISE_FLOOR = 1e-4
+
+
+def _noise(mean_abs: float, rms: float) -> FingerprintDistance:
+    return FingerprintDistance(max_abs=0.0, mean_abs=max(mean_abs, NOISE_FLOOR), rms=max(rms, NOISE_FLOOR), tokens=0)
 
 
 @dataclass(frozen=True)
@@ -112,7 +126,7 @@ class Sampler(ABC):
         self.adapter: str | None = None
         self._base_probe: list[Sample] | None = None
         self._serving_base = True  # engines start on the bare base model
-        self._noise: float | None = None  # mean |Δ log p| from the float32 base model, measured once
+        self._noise: FingerprintDistance | None = None  # from the float32 base model, measured once
         # Every attach gets a fresh version: engines cache adapters by name and id.
         self._versions = itertools.count(1)
 
@@ -143,9 +157,10 @@ class Sampler(ABC):
         name = name or Path(adapter).name
         expected = fingerprint or read_fingerprint(adapter)
         if expected is not None and expected.base_logprobs is not None and self._noise is None and self._serving_base:
-            self._noise = max(distance(expected.base_logprobs, self._score_probe(expected.sequences)).mean_abs,
-                              NOISE_FLOOR)
-            log.info("engine noise on the base model's probe: mean |Δ log p| %.2e", self._noise)
+            measured = distance(expected.base_logprobs, self._score_probe(expected.sequences))
+            self._noise = _noise(measured.mean_abs, measured.rms)
+            log.info("engine noise on the base model's probe: mean |Δ log p| %.2e, rms %.2e", measured.mean_abs,
+                     measured.rms)
         version = next(self._versions)
         self._serving_base = False
         self._activate(info, f"{name}-v{version}", version)
@@ -158,26 +173,28 @@ class Sampler(ABC):
 
     def check_fingerprint(self, check: AdapterCheck, expected: Fingerprint) -> AdapterCheck:
         """`check` with the engine's probe scores matched against `expected`; raises on a mismatch."""
-        noise = self._noise if self._noise is not None else ASSUMED_NOISE[self.precision]
+        if self._noise is not None:
+            noise, noise_source = self._noise, "measured on the base model"
+        else:
+            assumed = ASSUMED_NOISE[self.precision]
+            noise, noise_source = _noise(assumed, assumed * math.sqrt(math.pi / 2)), f"assumed for {self.precision}"
         found = match(expected, self._score_probe(expected.sequences), noise, noise_measured=self._noise is not None)
         check = replace(check, fingerprint=found)
-        noise_source = "measured on the base model" if found.noise_measured else f"assumed for {self.precision}"
-        from_parent = "" if found.parent is None else f", {found.parent.mean_abs:.3g} from its parent's"
-        log.info("adapter %r fingerprint %s: mean |Δ log p| %.3g from the trainer's%s, separation %s, engine noise "
-                 "%.3g (%s)", check.adapter, found.verdict, found.adapter.mean_abs, from_parent,
-                 "n/a" if found.separation is None else f"{found.separation:.3g}", found.noise, noise_source)
+        log.info("adapter %r fingerprint %s: mean |Δ log p| %.3g from the trainer's, %s; engine noise %.3g (%s)",
+                 check.adapter, found.verdict, found.adapter.mean_abs, found.against_parent(), found.noise.mean_abs,
+                 noise_source)
         if found.verdict == "indistinguishable":
-            log.warning("adapter %r differs from its parent by mean |Δ log p| %.3g on the probe, too little to tell "
-                        "the two apart against this engine's noise (%.3g): passed as indistinguishable",
-                        check.adapter, found.separation, found.noise)
+            log.warning("adapter %r lies %.1f noise units from its parent on the probe, too few to tell the two "
+                        "apart in this engine's precision: passed as indistinguishable", check.adapter, found.separation)
         if found.verdict == "mismatch":
             raise AdapterMismatchError(
                 f"adapter {check.adapter!r}: backend {self.backend} scores the fingerprint's probe tokens mean "
                 f"|Δ log p| = {found.adapter.mean_abs:.3g} (max {found.adapter.max_abs:.3g}) away from the log-probs "
-                f"the trainer wrote{from_parent}, against the engine's own noise of {found.noise:.3g} "
-                f"({noise_source}; within {found.tolerance:.3g} and clearly nearer the adapter's than its parent's "
-                "passes): the engine is not serving the weights this adapter was trained to (another round's "
-                "adapter, a stale cache or a bad merge)",
+                f"the trainer wrote, {found.against_parent()}, against the engine's own noise of "
+                f"{found.noise.mean_abs:.3g} "
+                f"({noise_source}; within {found.tolerance:.3g} and past halfway to the adapter's passes): the engine "
+                "is not serving the weights this adapter was trained to (another round's adapter, a stale cache or "
+                "a bad merge)",
                 found,
             )
         return check

@@ -334,14 +334,17 @@ def m008_step_seconds(db: duckdb.DuckDBPyConnection) -> None:
 
 
 def m009_adapter_check_verdicts(db: duckdb.DuckDBPyConnection) -> None:
-    """The adapter check compares the engine's scores with the adapter's and its parent's against the
-    engine's own noise (cut/fingerprint.py `match`): what it found, beside the distances. The max
-    |Δ log p| is kept for reading but no longer decides, so `tolerance_max_abs` stays empty."""
+    """The adapter check places the engine's scores on the line from the parent's log-probs to the
+    adapter's, against the engine's own noise (cut/fingerprint.py `match`): what it found, beside the
+    distances. The max |Δ log p| is kept for reading but no longer decides, so `tolerance_max_abs`
+    stays empty."""
     db.execute("""
         ALTER TABLE adapter_checks ADD COLUMN verdict VARCHAR;          -- match | indistinguishable
         ALTER TABLE adapter_checks ADD COLUMN parent_mean_abs DOUBLE;   -- engine vs the parent's log-probs
-        ALTER TABLE adapter_checks ADD COLUMN separation_mean_abs DOUBLE;  -- adapter vs parent, float32
+        ALTER TABLE adapter_checks ADD COLUMN position DOUBLE;          -- 0: the parent's scores, 1: the adapter's
+        ALTER TABLE adapter_checks ADD COLUMN separation DOUBLE;        -- adapter vs parent, in noise units
         ALTER TABLE adapter_checks ADD COLUMN noise_mean_abs DOUBLE;    -- the engine vs the float32 base model
+        ALTER TABLE adapter_checks ADD COLUMN noise_rms DOUBLE;
         ALTER TABLE adapter_checks ADD COLUMN noise_measured BOOLEAN;   -- false: assumed for the precision
     """)
 

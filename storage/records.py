@@ -141,8 +141,10 @@ class AdapterCheck(Record):
     tolerance_mean_abs: float | None = None
     verdict: Literal["match", "indistinguishable"] | None = None
     parent_mean_abs: float | None = Field(None, description="mean |Δ log p| from the parent's log-probs")
-    separation_mean_abs: float | None = Field(None, description="mean |Δ log p| between adapter and parent")
+    position: float | None = Field(None, description="on the line from the parent's log-probs (0) to the adapter's (1)")
+    separation: float | None = Field(None, description="adapter and parent apart, in units of the engine's noise")
     noise_mean_abs: float | None = Field(None, description="the engine's own, against the float32 base model")
+    noise_rms: float | None = None
     noise_measured: bool | None = Field(None, description="false: the precision's typical noise, assumed")
 
 

@@ -109,10 +109,9 @@ def verify_command(
         raise fail(f"adapter {adapter.adapter_id!r} has no fingerprint (written before fingerprints, or imported): "
                    "only its change from the base model was checked")
     found = check.fingerprint
-    from_parent = "" if found.parent is None else f", {found.parent.mean_abs:.3g} from its parent's"
     noise = "measured" if found.noise_measured else "assumed"
     typer.echo(
         f"{adapter.adapter_id}: {check.backend} ({check.precision}) serves it ({found.verdict}): mean |Δ log p| "
-        f"{found.adapter.mean_abs:.3g} from the trainer's{from_parent} over {found.adapter.tokens} probe tokens; "
-        f"engine noise {found.noise:.3g} ({noise}), tolerance {found.tolerance:.3g}"
+        f"{found.adapter.mean_abs:.3g} from the trainer's over {found.adapter.tokens} probe tokens, "
+        f"{found.against_parent()}; engine noise {found.noise.mean_abs:.3g} ({noise}), tolerance {found.tolerance:.3g}"
     )

@@ -10,8 +10,9 @@ from cut.config import CutConfig
 from cut.data import Triple
 from cut.fingerprint import (
     NOISE_MULTIPLE,
-    SEPARABLE_MULTIPLE,
+    SEPARABLE_Z,
     Fingerprint,
+    FingerprintDistance,
     ProbeSequence,
     match,
     read_fingerprint,
@@ -33,51 +34,60 @@ def fingerprint(adapter: list[float], parent: list[float] | None) -> Fingerprint
 
 
 BASE = [-0.5 - (i % 7) * 0.3 for i in range(TOKENS)]
-# A round's change on the probe: a few tenths of a nat per token, as trained adapters move it.
-ADAPTER = [value + (0.4 if i % 2 else -0.3) for i, value in enumerate(BASE)]
+# A round's change on the probe: about 0.05 nat per token, no more than a bfloat16 engine's noise on
+# it, as round 1 of the quickstart moved it (docs/adapter-check.md).
+ADAPTER = [value + (0.06 if i % 2 else -0.04) for i, value in enumerate(BASE)]
+
+
+def noise(mean_abs: float) -> FingerprintDistance:
+    """Uniform noise of mean |x| m has rms 2m/√3."""
+    return FingerprintDistance(0.0, mean_abs, 2 * mean_abs / 3 ** 0.5, 0)
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_the_right_adapter_passes_with_rounding_noise_twice_the_engines_noise_on_the_base(seed: int) -> None:
     """Issue 37: round 2's adapter on a bfloat16 engine was farther from its float32 fingerprint
-    (mean 0.066) than round 1's (0.037); a fixed tolerance rejected it."""
+    (mean 0.066) than round 1's (0.037); a fixed tolerance rejected it. With noise as large as the
+    adapter's change per token it may be indistinguishable, never a mismatch."""
     expected = fingerprint(ADAPTER, BASE)
-    found = match(expected, jittered(expected.logprobs[0], 0.066, seed), noise=0.033, noise_measured=True)
-    assert found.verdict == "match", found
+    found = match(expected, jittered(expected.logprobs[0], 0.02, seed), noise(0.01), noise_measured=True)
+    assert found.verdict == "match" and found.position > 0.5, found
+    bfloat16 = match(expected, jittered(expected.logprobs[0], 0.066, seed), noise(0.033), noise_measured=True)
+    assert bfloat16.verdict != "mismatch", bfloat16
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_the_parents_weights_are_rejected_at_the_same_noise(seed: int) -> None:
+def test_the_parents_weights_are_rejected_though_each_token_moved_about_its_noise(seed: int) -> None:
     expected = fingerprint(ADAPTER, BASE)
-    found = match(expected, jittered(tuple(BASE), 0.066, seed), noise=0.033, noise_measured=True)
-    assert found.verdict == "mismatch" and found.parent.mean_abs < found.adapter.mean_abs
+    found = match(expected, jittered(tuple(BASE), 0.02, seed), noise(0.01), noise_measured=True)
+    assert found.verdict == "mismatch" and found.position < 0.5
 
 
 def test_weights_between_parent_and_adapter_are_rejected() -> None:
     """A merged engine whose prefix cache still holds blocks from the old weights scores in between."""
     expected = fingerprint(ADAPTER, BASE)
     halfway = [[(a + b) / 2 for a, b in zip(ADAPTER, BASE)]]
-    assert match(expected, halfway, noise=0.01, noise_measured=True).verdict == "mismatch"
+    assert match(expected, halfway, noise(0.005), noise_measured=True).verdict == "mismatch"
 
 
 def test_other_weights_far_from_both_are_rejected() -> None:
     expected = fingerprint(ADAPTER, BASE)
     other = [[value - 1.0 for value in ADAPTER]]
-    found = match(expected, other, noise=0.05, noise_measured=True)
-    assert found.verdict == "mismatch" and found.adapter.mean_abs > NOISE_MULTIPLE * found.noise
+    found = match(expected, other, noise(0.05), noise_measured=True)
+    assert found.verdict == "mismatch" and found.adapter.mean_abs > NOISE_MULTIPLE * found.noise.mean_abs
 
 
 def test_an_adapter_too_close_to_its_parent_is_stored_as_indistinguishable_not_passed_silently() -> None:
-    close = [value + 0.02 for value in BASE]
+    close = [value + 0.005 for value in BASE]
     expected = fingerprint(close, BASE)
-    found = match(expected, jittered(tuple(close), 0.03, 0), noise=0.03, noise_measured=True)
-    assert found.verdict == "indistinguishable" and found.separation < SEPARABLE_MULTIPLE * found.noise
+    found = match(expected, jittered(tuple(close), 0.03, 0), noise(0.03), noise_measured=True)
+    assert found.verdict == "indistinguishable" and found.separation < SEPARABLE_Z
 
 
 def test_a_fingerprint_without_its_parent_is_checked_against_the_noise_alone() -> None:
     expected = fingerprint(ADAPTER, None)
-    assert match(expected, jittered(tuple(ADAPTER), 0.001, 0), noise=0.001, noise_measured=False).verdict == "match"
-    assert match(expected, [BASE], noise=0.001, noise_measured=False).verdict == "mismatch"
+    assert match(expected, jittered(tuple(ADAPTER), 0.001, 0), noise(0.001), noise_measured=False).verdict == "match"
+    assert match(expected, [BASE], noise(0.001), noise_measured=False).verdict == "mismatch"
 
 
 def test_the_trainer_records_the_parent_and_the_base_in_each_rounds_fingerprint(tiny_model, tmp_path) -> None:

@@ -165,8 +165,9 @@ def test_adapters_verify_checks_the_served_weights_against_the_stored_fingerprin
     verify = ["adapters", "verify", RUN, "--config", str(config), "--db", str(ctx.config.storage.db)]
     served = runner.invoke(app, verify)
     assert served.exit_code == 0, served.output
-    assert re.search(r"B: transformers \(float32\) serves it \(match\): mean \|Δ log p\| 0 from the trainer's, "
-                     r"\S+ from its parent's over \d+ probe tokens; engine noise \S+ \(measured\)", served.output)
+    assert re.search(r"B: transformers \(float32\) serves it \(match\): mean \|Δ log p\| 0 from the trainer's over "
+                     r"\d+ probe tokens, \S+ from its parent's, at 1\.00 of the way from the parent's to the adapter's "
+                     r"\(\S+ noise units apart\); engine noise \S+ \(measured\)", served.output)
 
     # B's folder swapped by hand for A's weights, with A's own fingerprint: the store's copy of B's tells.
     swapped = Path(ctx.adapter("B").path)
