@@ -33,7 +33,7 @@ def label_logprobs(
 def autocast_for(device: torch.device, precision: str) -> torch.autocast:
     """The forward's autocast: bfloat16 when asked, or with `auto` on a GPU that supports it."""
     bf16 = precision == "bfloat16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
     )
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 

@@ -18,7 +18,7 @@ from cut.config import CutConfig
 from judges.config import JudgeConfig
 from online_cut.base_model import default_cache_dir, is_prepared, shipped_model_dir
 from formats.strict_model import ExistingFile, StrictModel
-from samplers.config import PromptsConfig, SamplerConfig
+from samplers.config import VLLM_LORA_RANKS, PromptsConfig, SamplerConfig
 from storage.config import StorageConfig
 from storage.redact import redact_url, register_secret, url_credentials
 
@@ -156,6 +156,19 @@ class Config(StrictModel):
             raise ValueError(
                 "judge.mode batch with placement.judge: a batch is recorded in the store, which a work pool's worker "
                 "never opens; judge in the flow's process (the wait costs no compute there)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _adapters_fit_the_lora_engine(self) -> Config:
+        if self.sampler.backend in ("auto", "vllm-lora") and self.cut.lora.r > self.sampler.max_lora_rank:
+            fitting = next((rank for rank in VLLM_LORA_RANKS if rank >= self.cut.lora.r), None)
+            advice = (f"set sampler.max_lora_rank to {fitting}" if fitting else
+                      f"vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}: lower cut.lora.r, or use backend vllm-merged")
+            raise ValueError(
+                f"cut.lora.r is {self.cut.lora.r}, above sampler.max_lora_rank {self.sampler.max_lora_rank}: vLLM's "
+                f"LoRA engine (backend vllm-lora, and auto on a GPU) would refuse round 1's adapter when it is first "
+                f"attached; {advice}"
             )
         return self
 

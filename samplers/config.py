@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from formats.strict_model import ExistingFile, StrictModel
+
+
+# The max_lora_rank values vLLM's LoRA config accepts (vllm/config/lora.py).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class SamplerConfig(StrictModel):
@@ -20,7 +24,8 @@ class SamplerConfig(StrictModel):
     stop: list[str] = Field(default_factory=list, description="extra stop strings")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint for backend vllm-server")
     gpu_memory_utilization: float = Field(
-        0.3, gt=0, le=1, description="vLLM's KV-cache share of device memory (of RAM on CPU)"
+        0.3, gt=0, le=1, description="the share of device memory vLLM's engine may use in all, weights, activations "
+        "and KV cache (of RAM on CPU, where the engine's own footprint comes out of it first)"
     )
     kv_cache_gib: float | None = Field(
         None,
@@ -28,7 +33,9 @@ class SamplerConfig(StrictModel):
         description="vLLM KV cache size in GiB, overriding gpu_memory_utilization "
         "(on CPU vLLM subtracts the engine's own memory from that share, so small shares are refused)",
     )
-    max_lora_rank: int = Field(16, ge=1, description="largest adapter rank backend vllm-lora accepts (≥ cut.lora.r)")
+    max_lora_rank: int = Field(
+        16, description=f"largest adapter rank backend vllm-lora accepts (≥ cut.lora.r); vLLM takes {VLLM_LORA_RANKS}"
+    )
     between_rounds: Literal["keep", "sleep", "release"] = Field(
         "keep",
         description="what the engine does while the trainer runs: keep it warm; sleep (vLLM sleep mode level 1, "
@@ -36,12 +43,30 @@ class SamplerConfig(StrictModel):
     )
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
-        description="extra vllm.LLM arguments, passed through and overriding the sampler's own, "
-        "e.g. tensor_parallel_size, data_parallel_size, enforce_eager (docs/scaling.md)",
+        description="extra vllm.LLM arguments, passed through and overriding the sampler's own, e.g. "
+        "tensor_parallel_size, enforce_eager; data parallelism needs a server per replica or vLLM's own DP serving "
+        "behind backend vllm-server (docs/scaling.md)",
     )
     concurrency: int = Field(16, ge=1, description="requests in flight at once for backend vllm-server")
     request_timeout: float = Field(300.0, gt=0, description="seconds per request for backend vllm-server")
     transformers_batch_size: int = Field(32, ge=1, description="prompts per generate() call for backend transformers")
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _a_rank_vllm_takes(cls, rank: int) -> int:
+        if rank not in VLLM_LORA_RANKS:
+            raise ValueError(f"vLLM takes a max_lora_rank of {', '.join(map(str, VLLM_LORA_RANKS))}; got {rank}")
+        return rank
+
+    @model_validator(mode="after")
+    def _no_data_parallel_in_process(self) -> SamplerConfig:
+        if self.backend != "vllm-server" and self.engine_args.get("data_parallel_size", 1) != 1:
+            raise ValueError(
+                "engine_args.data_parallel_size: vLLM's in-process engine refuses data parallelism (\"not supported for "
+                "single-process usage\"); run a vLLM server per replica, or vLLM's own data-parallel serving, behind "
+                "backend vllm-server (docs/scaling.md)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> SamplerConfig:

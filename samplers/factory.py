@@ -44,7 +44,8 @@ def resolve_dtype(dtype: str, backend: str) -> str:
     if dtype != "auto":
         return dtype
     if torch.cuda.is_available():
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        # With emulation counted, torch says yes on T4 and V100 cards, where vLLM refuses bfloat16.
+        return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
     native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return "bfloat16" if native_bf16 and backend != "transformers" else "float32"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from online_cut.config import ConfigError, Config, load_config
+from online_cut.config import ConfigError, Config, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,3 +93,35 @@ def test_config_check_fails_naming_the_key(tmp_path: Path) -> None:
     result = check(write(tmp_path, {"judge": {"kind": "gpt"}}))
     assert result.returncode != 0
     assert "judge.kind:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_lora_rank_above_what_the_lora_engine_takes_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    """Issue 40: a GPU run failed only when round 1's r=64 adapter was first attached to an engine of rank 16."""
+    with pytest.raises(ConfigError, match=r"cut.lora.r is 64, above sampler.max_lora_rank 16: .* set "
+                                          r"sampler.max_lora_rank to 64"):
+        parse_config({"cut": {"lora": {"r": 64}}}, "gpu.yaml")
+    assert parse_config({"cut": {"lora": {"r": 64}}, "sampler": {"backend": "vllm-merged"}}, "cpu.yaml")
+    with pytest.raises(ConfigError, match=r"sampler.max_lora_rank: vLLM takes a max_lora_rank of 1, 8, 16, 32, 64, "
+                                          r"128, 256, 320, 512; got 48"):
+        parse_config({"sampler": {"max_lora_rank": 48}}, "gpu.yaml")
+
+
+def test_data_parallel_engine_args_are_refused_in_process_with_the_way_that_works() -> None:
+    with pytest.raises(ConfigError, match=r"data_parallel_size: vLLM's in-process engine refuses data parallelism .* "
+                                          r"backend vllm-server"):
+        parse_config({"sampler": {"engine_args": {"data_parallel_size": 2}}}, "gpu.yaml")
+
+
+@pytest.mark.parametrize(("native", "dtype"), [(True, "bfloat16"), (False, "float16")])
+def test_auto_dtype_on_a_gpu_takes_bfloat16_only_where_the_card_computes_it(monkeypatch, native, dtype) -> None:
+    """Issue 40: torch counts emulated bfloat16 (T4, V100), which vLLM refuses below compute capability 8.0."""
+    import torch
+
+    from cut.logprobs import autocast_for
+    from samplers.factory import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert resolve_dtype("auto", "vllm-lora") == dtype
+    with autocast_for(torch.device("cuda"), "auto") as autocast:
+        assert autocast.fast_dtype == torch.bfloat16 and autocast._enabled is native
