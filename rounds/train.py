@@ -84,7 +84,12 @@ def train(ctx: RunContext, round: int, judge_id: str, trainer: Trainer) -> recor
     out_dir = ctx.adapter_dir(round)
     log.info("round %d: training %s on %d triples from %s", round, ctx.config.cut.objective, len(triples),
              state.adapter_in or "the base model")
-    config = ctx.config.model_copy(update={"cut": ctx.config.cut.for_round(round)})
+    settings = ctx.config.cut.for_round(round)
+    if settings.objective == "ilf":
+        # Refined above: what is left to train is MLE on positives, sft's rows. Asking a launched or placed
+        # trainer for ilf would refine again there, starting a second engine.
+        settings = settings.model_copy(update={"objective": "sft"})
+    config = ctx.config.model_copy(update={"cut": settings})
     result = trainer(config, triples, out_dir, Path(parent.path) if parent else None)
     candidate = records.Adapter(
         adapter_id=f"{ctx.run}-round-{round}",

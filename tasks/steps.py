@@ -88,7 +88,8 @@ def train(ctx: RunContext, sampler: Sampler, round: int, judge_id: str) -> recor
     """The round's training, on `placement.train`'s pool, under `accelerate launch`, or here."""
     if ctx.config.placement.train is not None:
         log.info("round %d: training on work pool %s", round, ctx.config.placement.train)
-    sampler.pause()  # frees the device for the trainer where the config asks for it
+    else:
+        sampler.pause()  # frees this machine's device for the trainer where the config asks for it
     return training.train(ctx, round, judge_id, trainer_for(ctx.config, ctx.run, round))
 
 

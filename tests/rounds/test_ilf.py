@@ -230,3 +230,21 @@ def test_offline_ilf_refines_the_files_negatives_with_the_configured_sampler_and
     assert all(r["verdict"] in ("positive", "negative") and r["judgment"] for r in refinements)
     accepted = sum(r["accepted"] for r in refinements)
     assert json.loads((out / "summary.json").read_text())["rows"] == 1 + accepted
+
+
+def test_the_trainer_of_an_ilf_round_is_asked_for_sft_rows_and_never_refines_again(tiny_model, tmp_path) -> None:
+    """Issue 40: a launched or placed trainer given objective ilf ran the refine step again in the training
+    process, opening a second engine. The round has refined already: its trainer gets sft's rows."""
+    ctx = ilf_context(tmp_path, tiny_model, {"backend": "transformers"})
+    ctx.store.start_round(ctx.run, 1)
+    add_judged(ctx.store, ctx.run, "What is 2 + 3?", "5", "positive", "The response is correct: 2 + 3 = 5.")
+    with ctx.store.transaction() as tx:
+        tx.record_round_step(ctx.run, 1, "refine", 1.0)
+    asked = []
+
+    def trainer(config, triples, out_dir, init_adapter):
+        asked.append(config.cut.objective)
+        return train_in_process(config, triples, out_dir, init_adapter)
+
+    training.train(ctx, 1, "rule:addition", trainer)
+    assert asked == ["sft"]

@@ -286,3 +286,26 @@ def test_a_rounds_training_stores_its_detection_figures_and_the_round_table_show
     assert (row["detection_recall"], row["truncated"]) == (stored["recall"], 1)
     shown = flagged_markdown(ctx, 1)
     assert shown.count("(tokens the judge's spans cover in bold)") == 2 and "**11**" in shown and "**12**" in shown
+
+
+@pytest.mark.parametrize(("placed", "pauses"), [(True, 0), (False, 1)])
+def test_a_train_step_placed_on_a_pool_leaves_the_local_engine_running(tiny_model, tmp_path, monkeypatch, placed,
+                                                                        pauses) -> None:
+    """Issue 40: a placed train step paused (or, with `release`, restarted) the local engine every round
+    although the training ran elsewhere."""
+    from tasks import steps
+
+    class Sampler:
+        paused = 0
+
+        def pause(self) -> None:
+            self.paused += 1
+
+    ctx = make_context(tmp_path, tiny_model)
+    if placed:
+        ctx.config = ctx.config.model_copy(update={"placement": ctx.config.placement.model_copy(
+            update={"train": "gpu-pool", "exchange": str(tmp_path / "exchange")})})
+    monkeypatch.setattr(steps.training, "train", lambda *args: None)
+    sampler = Sampler()
+    steps.train.fn(ctx, sampler, 1, "rule:addition")
+    assert sampler.paused == pauses
