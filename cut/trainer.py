@@ -13,6 +13,7 @@ the main process writes the adapter. Run directly, it is one process and the sam
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import random
@@ -70,6 +71,15 @@ def load_lora_model(
     if init_adapter is not None:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     return add_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+
+
+def release_device_memory() -> None:
+    """Give back what a finished training held: the model, optimizer and activations are garbage once
+    `train` returns, but CUDA's caching allocator keeps their memory reserved, where a sleeping vLLM
+    engine's `wake_up` on the same card cannot have it."""
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def check_replaceable(out_dir: Path) -> None:

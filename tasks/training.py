@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 
 
 def train_in_process(config: Config, triples: list[Triple], out_dir: Path, init_adapter: Path | None) -> TrainResult:
-    from cut.trainer import train
+    from cut.trainer import release_device_memory, train
 
-    return train(config.cut, config.model.name_or_path(), triples, out_dir, init_adapter=init_adapter)
+    try:
+        return train(config.cut, config.model.name_or_path(), triples, out_dir, init_adapter=init_adapter)
+    finally:
+        release_device_memory()  # before the sampler, asleep in this process, wakes on the same card
 
 
 def train_launched(config: Config, triples: list[Triple], out_dir: Path, init_adapter: Path | None) -> TrainResult:

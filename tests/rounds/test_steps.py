@@ -309,3 +309,30 @@ def test_a_train_step_placed_on_a_pool_leaves_the_local_engine_running(tiny_mode
     sampler = Sampler()
     steps.train.fn(ctx, sampler, 1, "rule:addition")
     assert sampler.paused == pauses
+
+
+def test_training_in_the_flows_process_gives_the_device_memory_back_before_the_sampler_wakes(
+    tiny_model, tmp_path, monkeypatch
+) -> None:
+    """Issue 40: on a card shared with a sleeping engine, CUDA's cache kept the trainer's memory reserved."""
+    import weakref
+
+    import torch
+
+    import cut.trainer
+
+    models, released = [], []
+    load = cut.trainer.load_lora_model
+
+    def watched(*args):
+        model = load(*args)
+        models.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(cut.trainer, "load_lora_model", watched)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: released.append(models[0]() is None))
+    triples = [Triple("Add 2 and 3.", "", "5", None), Triple("Add 4 and 4.", "", "9", "Wrong: 4 + 4 = 8.")]
+    ctx = make_context(tmp_path, tiny_model)
+    train_in_process(ctx.config, triples, tmp_path / "adapter", None)
+    assert released == [True]  # emptied once, with the trained model already gone
