@@ -1,9 +1,11 @@
 """Log-probabilities of the response tokens, with logits only at response positions.
 
-The model body runs on whole sequences; only the hidden states that predict response tokens
-go through the LM head, a chunk of `chunk_tokens` at a time under activation checkpointing,
-so no [tokens, vocab] tensor outlives its chunk (backward recomputes it). Loss memory is
-O(tokens · hidden), not O(B · T · vocab).
+The model runs its own forward on whole sequences (through a DDP wrapper too, whose forward
+sets up the gradient synchronisation of a multi-process training), asked for the logits of one
+position only and for its final hidden states; only the hidden states that predict response
+tokens go through the LM head, a chunk of `chunk_tokens` at a time under activation
+checkpointing, so no [tokens, vocab] tensor outlives its chunk (backward recomputes it). Loss
+memory is O(tokens · hidden), not O(B · T · vocab).
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ def autocast_for(device: torch.device, precision: str) -> torch.autocast:
 
 
 def causal_lm_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(body, LM head) of a causal LM, or of the model inside a PEFT wrapper."""
+    """(body, LM head) of a causal LM, or of the model inside a DDP and/or PEFT wrapper, for reading: a forward
+    that must train goes through the wrapper (`response_logprobs`)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return inner.get_decoder(), inner.get_output_embeddings()
 
@@ -51,9 +56,10 @@ def response_logprobs(
 
     The misaligned tensor holds values on Align-N rows only (0 elsewhere, where `cut_loss` does not read it).
     """
-    body, lm_head = causal_lm_parts(model)
-    hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-    selected = hidden.flatten(0, 1)[batch.hidden_index]
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True,
+                logits_to_keep=1)
+    selected = out.hidden_states[-1].flatten(0, 1)[batch.hidden_index]  # the final norm's output
+    _, lm_head = causal_lm_parts(model)
     logp = label_logprobs(lm_head, selected, batch.labels, chunk_tokens)
     aligned, misaligned = logp.split([batch.n_aligned_tokens, logp.numel() - batch.n_aligned_tokens])
     zeros = torch.zeros(batch.mask.shape, dtype=logp.dtype, device=logp.device)

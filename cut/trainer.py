@@ -20,6 +20,7 @@ import random
 import shutil
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class TrainResult:
     main_process: bool = True  # False in the other processes of a multi-process launch: they wrote nothing
     pairs: list[tuple[int, int]] = field(default_factory=list)  # dpo: (chosen, rejected) indices into `triples`
     detection: Detection | None = None  # the contrast flags against the judges' spans; None: no row had a span
+    processes: int = 1  # how many processes trained it together
 
 
 def load_lora_model(
@@ -115,7 +117,11 @@ def train(
     check_replaceable(out_dir)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    accelerator = Accelerator()
+    # On a CPU, only Accelerator(cpu=True) makes processes started by torchrun one DDP group (gloo).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if accelerator.num_processes > 1:
+        log.info("training process %d of %d (%s)", accelerator.process_index, accelerator.num_processes,
+                 accelerator.distributed_type)
     device = accelerator.device
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -168,12 +174,15 @@ def train(
             group = own_micro_batches(batches, step_index, config.grad_accum, accelerator)
             started = time.perf_counter()
             sums: Counter[str] = Counter()
-            for units_of_batch in group:
-                loss, batch_sums, scores = micro_batch_loss(model, units_of_batch, config, pad_id)
-                accelerator.backward(loss / len(group))
+            for index, units_of_batch in enumerate(group):
+                # Processes average their gradients once an optimizer step, after its last micro-batch.
+                with nullcontext() if index == len(group) - 1 else accelerator.no_sync(model):
+                    loss, batch_sums, scores = micro_batch_loss(model, units_of_batch, config, pad_id)
+                    accelerator.backward(loss / len(group))
                 sums.update(batch_sums)
                 for unit, score in zip(units_of_batch, scores):
                     first_visit.setdefault(position[id(unit)], score)
+            sums = summed_over_processes(sums, accelerator)
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             schedule.step()
@@ -183,7 +192,7 @@ def train(
                 "step": len(metrics) + 1,
                 "epoch": epoch + 1,
                 "lr": schedule.get_last_lr()[0],
-                **step_metrics(sums, len(group)),
+                **step_metrics(sums, len(group) * accelerator.num_processes),
                 "tokens_per_s": sums["tokens"] / seconds,
                 "seconds": seconds,
             }
@@ -205,7 +214,7 @@ def train(
     if accelerator.is_main_process:
         save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer, parent)
     return TrainResult(out_dir, metrics, flagged, first_scores, rows, dropped, accelerator.is_main_process,
-                       trained_pairs, detection(first_scores, visited))
+                       trained_pairs, detection(first_scores, visited), accelerator.num_processes)
 
 
 def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutConfig,
@@ -248,6 +257,15 @@ def cut_step_metrics(sums: dict[str, float], micro_batches: int) -> dict[str, fl
         "l2": sums["l2"] / micro_batches,
         "flagged_frac": sums["flagged"] / max(sums["negative_tokens"], 1),
     }
+
+
+def summed_over_processes(sums: Counter[str], accelerator: Accelerator) -> Counter[str]:
+    """A step's sums over the micro-batches of every process, so each reports the whole step's metrics."""
+    if accelerator.num_processes == 1:
+        return sums
+    keys = sorted(sums)
+    local = torch.tensor([float(sums[key]) for key in keys], dtype=torch.float64, device=accelerator.device)
+    return Counter(dict(zip(keys, accelerator.reduce(local, reduction="sum").tolist())))
 
 
 def own_micro_batches(batches: list, step_index: int, grad_accum: int, accelerator: Accelerator) -> list:

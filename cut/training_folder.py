@@ -57,7 +57,7 @@ def write_result(out_dir: Path, result: TrainResult, *, refinements: list[dict] 
         (out_dir / REFINEMENTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in refinements))
     (out_dir / SUMMARY_FILE).write_text(
         json.dumps({**(source or {}), "rows": result.rows, "dropped": result.dropped, "pairs": result.pairs,
-                    "detection": result.detection and asdict(result.detection)})
+                    "detection": result.detection and asdict(result.detection), "processes": result.processes})
     )
 
 
@@ -75,19 +75,22 @@ def read_result(out_dir: Path) -> TrainResult:
     pairs = [tuple(pair) for pair in summary.get("pairs", [])]
     detection = summary.get("detection")
     return TrainResult(out_dir, steps, flagged, [], summary["rows"], summary["dropped"], pairs=pairs,
-                       detection=detection and Detection(**detection))
+                       detection=detection and Detection(**detection), processes=summary["processes"])
 
 
 def train_command(work: Path, out_dir: Path, init_adapter: Path | None, *, launcher: str, processes: int) -> list[str]:
-    """`online-cut train` on the inputs in `work`: under `accelerate launch` when `launcher` says so."""
+    """`online-cut train` on the inputs in `work`, in `processes` processes when `launcher` is accelerate:
+    `accelerate launch` where there are GPUs (a process a card); on a CPU, where `accelerate launch --cpu`
+    starts one process whatever it is asked for, torchrun, whose processes the trainer makes one gloo group."""
     command = [sys.executable]
     if launcher == "accelerate":
         import torch
 
-        command += ["-m", "accelerate.commands.launch", "--num_processes", str(processes),
-                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        if not torch.cuda.is_available():
-            command.append("--cpu")
+        if torch.cuda.is_available():
+            command += ["-m", "accelerate.commands.launch", "--num_processes", str(processes),
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        else:
+            command += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     command += ["-m", "online_cut.cli", "train", "--triples", str(work / TRIPLES_FILE),
                 "--config", str(work / CONFIG_FILE), "--out", str(out_dir), "--overwrite"]
     if init_adapter is not None:

@@ -152,25 +152,31 @@ def test_the_sampled_prompt_is_the_prompt_trained_on() -> None:
     assert Prompt("Translate.", "Bonjour").user_message() == Triple("Translate.", "Bonjour", "Hello", None).prompt
 
 
-def test_training_through_accelerate_launch_gives_the_in_process_adapter(tiny_model, tmp_path) -> None:
-    """launcher: accelerate runs `accelerate launch --num_processes 1 --cpu -m online_cut.cli train`;
-    with one process it is the in-process path step for step (dropout off: both draw the same seed anyway)."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_training_through_the_launcher_on_n_processes_gives_the_in_process_adapter(tiny_model, tmp_path,
+                                                                                   processes) -> None:
+    """launcher: accelerate runs `online-cut train` on `cut.processes` processes (torchrun on a CPU: issue 40,
+    `accelerate launch --cpu --num_processes 2` started one). Each optimizer step takes the same micro-batches
+    as grad_accum 2 in this process, and averages the same gradients: the same adapter, step for step
+    (dropout off: both draw the same seed anyway)."""
     from safetensors.torch import load_file
 
     from cut.trainer import train as train_directly
     from tasks.training import train_launched
 
     triples = [Triple(f"What is {a} + 12?", "", f"{a + 12 + (a % 3)}", None if a % 3 == 0 else f"Wrong: {a + 12}.")
-               for a in range(10, 22)]
+               for a in range(10, 26)]  # 4 micro-batches: 2 optimizer steps of 2
     config = parse_config(
         {"model": {"path": str(tiny_model)},
          "cut": {"positive_ratio": None, "micro_batch_size": 4, "max_length": 64, "launcher": "accelerate",
-                 "lora": {"dropout": 0.0}}},
+                 "processes": processes, "grad_accum": 2 // processes, "lora": {"dropout": 0.0}}},
         "test",
     )
     launched = train_launched(config, triples, tmp_path / "launched", None)
-    direct = train_directly(config.cut, config.model.name_or_path(), triples, tmp_path / "direct", progress=False)
+    in_process = config.cut.model_copy(update={"launcher": "in-process", "processes": 1, "grad_accum": 2})
+    direct = train_directly(in_process, config.model.name_or_path(), triples, tmp_path / "direct", progress=False)
 
+    assert (launched.processes, len(launched.steps)) == (processes, len(direct.steps)) == (processes, 2)
     assert [s["loss"] for s in launched.steps] == pytest.approx([s["loss"] for s in direct.steps], abs=1e-6)
     assert launched.flagged.keys() == direct.flagged.keys() and (launched.rows, launched.dropped) == (direct.rows, 0)
     ours, theirs = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("launched", "direct"))
@@ -336,3 +342,21 @@ def test_training_in_the_flows_process_gives_the_device_memory_back_before_the_s
     ctx = make_context(tmp_path, tiny_model)
     train_in_process(ctx.config, triples, tmp_path / "adapter", None)
     assert released == [True]  # emptied once, with the trained model already gone
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+def test_the_baselines_and_dpo_train_to_completion_on_two_processes(tiny_model, tmp_path, objective) -> None:
+    from tasks.training import train_launched
+
+    triples = [Triple(f"What is {a} + 12?", "", answer, judgment)
+               for a in range(10, 18)
+               for answer, judgment in ((f"{a + 12}", None), (f"{a + 13}", f"Wrong: {a + 12}."))]
+    config = parse_config(
+        {"model": {"path": str(tiny_model)},
+         "cut": {"objective": objective, "positive_ratio": None, "micro_batch_size": 2, "max_length": 64,
+                 "launcher": "accelerate", "processes": 2}},
+        "test",
+    )
+    result = train_launched(config, triples, tmp_path / objective, None)
+    assert result.processes == 2 and result.steps and (tmp_path / objective / "adapter_model.safetensors").is_file()
+    assert len(result.pairs) == (8 if objective == "dpo" else 0)
