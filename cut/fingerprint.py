@@ -142,12 +142,14 @@ class FingerprintMatch:
 
     adapter: FingerprintDistance  # engine vs the adapter's float32 log-probs
     parent: FingerprintDistance | None  # engine vs the parent's (None: not recorded)
-    # Where the engine's scores lie on the line from the parent's (0) to the adapter's (1) log-probs.
+    # Where the engine's scores lie on the line from the parent's (0) to the adapter's (1) log-probs: measured
+    # from the engine's own scores of the parent where it served the parent before (`parent_on_engine`).
     position: float | None
     separation: float | None  # |adapter − parent| over the engine's rms noise: what there is to tell apart
     noise: FingerprintDistance  # the engine's own distance from the float32 base model
     noise_measured: bool  # False: the precision's typical noise, assumed (no base log-probs to measure it)
     verdict: Verdict
+    parent_on_engine: bool = False
 
     @property
     def tolerance(self) -> float:
@@ -164,9 +166,14 @@ class FingerprintMatch:
                 f"to the adapter's ({self.separation:.1f} noise units apart)")
 
 
-def match(expected: Fingerprint, measured: list[list[float]], noise: FingerprintDistance,
-          noise_measured: bool) -> FingerprintMatch:
-    """The verdict on an engine whose scores of `expected`'s probe tokens are `measured`.
+def match(expected: Fingerprint, measured: list[list[float]], noise: FingerprintDistance, noise_measured: bool,
+          parent_scores: list[list[float]] | None = None) -> FingerprintMatch:
+    """The verdict on an engine whose scores of `expected`'s probe tokens are `measured`; `parent_scores`:
+    the same engine's scores of the parent, where it served the parent before.
+
+    The position is measured from the engine's own scores of the parent where there are some: bfloat16
+    rounding shifts an adapter's scores along the line by up to 0.4 of its length, and shifts its
+    parent's alike, so the shift cancels (docs/adapter-check.md).
 
     - mismatch: farther from the adapter's log-probs than `NOISE_MULTIPLE` times the engine's
       noise (other weights altogether), or nearer the parent's end of the line between them;
@@ -179,7 +186,7 @@ def match(expected: Fingerprint, measured: list[list[float]], noise: Fingerprint
         verdict: Verdict = "match" if to_adapter.mean_abs <= NOISE_MULTIPLE * noise.mean_abs else "mismatch"
         return FingerprintMatch(to_adapter, None, None, None, noise, noise_measured, verdict)
     step = _flat(expected.logprobs, expected.parent_logprobs)
-    offset = _flat(measured, expected.parent_logprobs)
+    offset = _flat(measured, parent_scores if parent_scores is not None else expected.parent_logprobs)
     length2 = sum(d * d for d in step)
     position = sum(o * d for o, d in zip(offset, step)) / length2 if length2 else None
     separation = math.sqrt(length2) / noise.rms
@@ -190,7 +197,7 @@ def match(expected: Fingerprint, measured: list[list[float]], noise: Fingerprint
     else:
         verdict = "match" if position > 0.5 else "mismatch"
     return FingerprintMatch(to_adapter, distance(expected.parent_logprobs, measured), position, separation, noise,
-                            noise_measured, verdict)
+                            noise_measured, verdict, parent_on_engine=parent_scores is not None)
 
 
 def probe_sequences(tokenizer: Any) -> tuple[ProbeSequence, ...]:

@@ -80,7 +80,8 @@ def stored_check(ctx: RunContext, round: int, step: str, check: AdapterCheck) ->
     figures = {} if found is None else dict(
         fingerprint_max_abs=found.adapter.max_abs, fingerprint_mean_abs=found.adapter.mean_abs,
         fingerprint_tokens=found.adapter.tokens, tolerance_mean_abs=found.tolerance, verdict=found.verdict,
-        parent_mean_abs=found.parent and found.parent.mean_abs, position=found.position, separation=found.separation,
+        parent_mean_abs=found.parent and found.parent.mean_abs, position=found.position,
+        parent_on_engine=found.parent_on_engine, separation=found.separation,
         noise_mean_abs=found.noise.mean_abs, noise_rms=found.noise.rms, noise_measured=found.noise_measured,
     )
     return records.AdapterCheck(

@@ -37,6 +37,7 @@ from cut.fingerprint import (
     Fingerprint,
     FingerprintDistance,
     FingerprintMatch,
+    LogProbs,
     ProbeSequence,
     distance,
     match,
@@ -127,6 +128,9 @@ class Sampler(ABC):
         self._base_probe: list[Sample] | None = None
         self._serving_base = True  # engines start on the bare base model
         self._noise: FingerprintDistance | None = None  # from the float32 base model, measured once
+        # This engine's scores of the probe under each model it served and passed, by that model's float32
+        # log-probs: a later adapter is placed against its parent as this engine scored it.
+        self._served: dict[LogProbs, list[list[float]]] = {}
         # Every attach gets a fresh version: engines cache adapters by name and id.
         self._versions = itertools.count(1)
 
@@ -157,8 +161,10 @@ class Sampler(ABC):
         name = name or Path(adapter).name
         expected = fingerprint or read_fingerprint(adapter)
         if expected is not None and expected.base_logprobs is not None and self._noise is None and self._serving_base:
-            measured = distance(expected.base_logprobs, self._score_probe(expected.sequences))
+            base_scores = self._score_probe(expected.sequences)
+            measured = distance(expected.base_logprobs, base_scores)
             self._noise = _noise(measured.mean_abs, measured.rms)
+            self._served[expected.base_logprobs] = base_scores
             log.info("engine noise on the base model's probe: mean |Δ log p| %.2e, rms %.2e", measured.mean_abs,
                      measured.rms)
         version = next(self._versions)
@@ -178,8 +184,12 @@ class Sampler(ABC):
         else:
             assumed = ASSUMED_NOISE[self.precision]
             noise, noise_source = _noise(assumed, assumed * math.sqrt(math.pi / 2)), f"assumed for {self.precision}"
-        found = match(expected, self._score_probe(expected.sequences), noise, noise_measured=self._noise is not None)
+        scores = self._score_probe(expected.sequences)
+        found = match(expected, scores, noise, noise_measured=self._noise is not None,
+                      parent_scores=self._served.get(expected.parent_logprobs))
         check = replace(check, fingerprint=found)
+        if found.verdict != "mismatch":
+            self._served[expected.logprobs] = scores
         log.info("adapter %r fingerprint %s: mean |Δ log p| %.3g from the trainer's, %s; engine noise %.3g (%s)",
                  check.adapter, found.verdict, found.adapter.mean_abs, found.against_parent(), found.noise.mean_abs,
                  noise_source)

@@ -342,6 +342,7 @@ def m009_adapter_check_verdicts(db: duckdb.DuckDBPyConnection) -> None:
         ALTER TABLE adapter_checks ADD COLUMN verdict VARCHAR;          -- match | indistinguishable
         ALTER TABLE adapter_checks ADD COLUMN parent_mean_abs DOUBLE;   -- engine vs the parent's log-probs
         ALTER TABLE adapter_checks ADD COLUMN position DOUBLE;          -- 0: the parent's scores, 1: the adapter's
+        ALTER TABLE adapter_checks ADD COLUMN parent_on_engine BOOLEAN; -- position from the engine's own parent scores
         ALTER TABLE adapter_checks ADD COLUMN separation DOUBLE;        -- adapter vs parent, in noise units
         ALTER TABLE adapter_checks ADD COLUMN noise_mean_abs DOUBLE;    -- the engine vs the float32 base model
         ALTER TABLE adapter_checks ADD COLUMN noise_rms DOUBLE;

@@ -142,6 +142,7 @@ class AdapterCheck(Record):
     verdict: Literal["match", "indistinguishable"] | None = None
     parent_mean_abs: float | None = Field(None, description="mean |Δ log p| from the parent's log-probs")
     position: float | None = Field(None, description="on the line from the parent's log-probs (0) to the adapter's (1)")
+    parent_on_engine: bool | None = Field(None, description="position measured from the engine's own parent scores")
     separation: float | None = Field(None, description="adapter and parent apart, in units of the engine's noise")
     noise_mean_abs: float | None = Field(None, description="the engine's own, against the float32 base model")
     noise_rms: float | None = None
