@@ -52,7 +52,7 @@ echo
     eval_incumbent, eval_candidate, gate_decision, round(wall_s) AS wall_s,
     round(100 * overhead_share, 1) AS overhead_pct FROM round_summary WHERE run = '$run'"
 # Each attach's proof that the engine served the adapter the trainer wrote (docs/adapter-check.md).
-"$BIN/online-cut" sql "SELECT round, step, adapter_id, verdict, round(position, 2) AS position,
+"$BIN/online-cut" sql "SELECT round, step, verdict, round(position, 2) AS position,
     round(separation, 1) AS separation, round(fingerprint_mean_abs, 4) AS distance, round(noise_mean_abs, 4) AS noise
     FROM adapter_checks WHERE run = '$run' ORDER BY round, step"
 cat <<MSG
