@@ -13,8 +13,9 @@ merging and engine starts are printed apart). The last line is one JSON object w
 
 The adapter's fingerprint check (`samplers.base`) is measured on the pipeline's sampler and on
 each of `--fingerprint-backends`: `fingerprint_max_abs` (and the mean) is the distance of the
-engine's scores of the probe tokens from the float32 ones written with the adapter, i.e. that
-engine's noise; `fingerprint_check_s` one check's time, and `fingerprint_check_share` the
+engine's scores of the probe tokens from the float32 ones written with the adapter, and
+`engine_noise_mean_abs` the engine's own on the base model (docs/adapter-check.md);
+`fingerprint_check_s` one check's time, and `fingerprint_check_share` the
 pipeline's over the time to sample a quickstart round (configs/quickstart.yaml: per_round x n
 samples of the mean completion length measured here, at the pipeline's tokens/s).
 

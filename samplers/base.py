@@ -17,10 +17,12 @@ AdapterNotAppliedError. Then the adapter's fingerprint (`cut.fingerprint`: log-p
 tokens under the model the trainer wrote, its parent and the base, all float32) is scored by
 the engine. The engine's own noise is measured, not assumed: while it still serves the base
 model, it scores the first fingerprint's tokens against the base model's float32 log-probs.
-Scores farther from the adapter's than a few times that noise, or not clearly nearer the
-adapter's than its parent's (`cut.fingerprint.match`) — another round's adapter, a bad merge,
-prefix-cache blocks from the old weights — raise AdapterMismatchError. An adapter too close to
-its parent to tell apart in the engine's precision passes as `indistinguishable`, and says so.
+Scores farther from the adapter's than a few times that noise, or nearer the parent's end of
+the line from the parent's log-probs to the adapter's (measured from this engine's own scores of
+the parent where it served the parent before; `cut.fingerprint.match`) — another round's
+adapter, a bad merge, prefix-cache blocks from the old weights — raise AdapterMismatchError. An
+adapter too close to its parent to tell apart in the engine's precision passes as
+`indistinguishable`, and says so (docs/adapter-check.md).
 Either way the round does not silently sample from weights other than the ones trained.
 """
 
@@ -146,9 +148,9 @@ class Sampler(ABC):
 
         With `expect_change` (a trained adapter), raises AdapterNotAppliedError when the probe
         shows no difference from the base model or the adapter's weights are all zero.
-        Raises AdapterMismatchError when the engine's scores are farther from `fingerprint` (the
-        one the store holds for the adapter expected; default: the one in the folder) than
-        its noise. `name` is what samples record as their adapter.
+        Raises AdapterMismatchError when the engine's scores do not match `fingerprint` (the
+        one the store holds for the adapter expected; default: the one in the folder).
+        `name` is what samples record as their adapter.
         """
         if self._base_probe is None:
             self._base_probe = self._probe()
