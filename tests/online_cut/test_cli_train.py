@@ -67,7 +67,8 @@ def test_dpo_trains_offline_on_pairs_from_the_same_instruction(tiny_model, tmp_p
     out = tmp_path / "adapter"
     result = run_train("--triples", str(triples), "--config", str(config), "--out", str(out), "--objective", "dpo")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((out / "summary.json").read_text()) == {"rows": 2, "dropped": 0, "pairs": [[0, 1]], "detection": None}
+    assert json.loads((out / "summary.json").read_text()) == {"rows": 2, "dropped": 0, "pairs": [[0, 1]], "detection": None,
+                                                            "processes": 1}
     [step] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert step["pairs"] == 1 and {"loss", "reward_margin", "reward_accuracy"} <= set(step)
 
