@@ -21,7 +21,8 @@ SOME_FAILED = 3  # the exit status when some records failed and the rest were ju
 
 
 def judge(
-    file: Path = typer.Argument(..., help="JSONL, one record a line (a JSON list or Parquet also reads): instruction, input (optional), response"),
+    file: Path = typer.Argument(..., help="JSONL, one record a line (a JSON list or Parquet also reads): instruction, "
+                                "input (optional), response (or output, as the CUT paper's files name it)"),
     config: Path = typer.Option(..., "--config", help="a YAML config; its `judge` section picks the judge"),
     out: Path = typer.Option(..., "--out", help="JSONL written with each record plus judgment, verdict, status, error and "
                              "spans (the parts of the response the judgment blames, with character offsets)"),
@@ -111,6 +112,8 @@ def _read_records(file: Path) -> tuple[list[dict[str, Any]], list[JudgeItem]]:
         if not isinstance(record, dict):
             raise fail(f"{file}: {place}: expected a JSON object, got {type(record).__name__}")
         fields = {k: record[k] for k in ("instruction", "input", "response", "metadata") if record.get(k) is not None}
+        if "response" not in fields and isinstance(record.get("output"), str):  # the CUT paper's field name
+            fields["response"] = record["output"]
         try:
             items.append(JudgeItem.model_validate(fields))
         except ValidationError as exc:

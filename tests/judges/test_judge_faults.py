@@ -181,3 +181,15 @@ def test_a_killed_judge_loses_at_most_the_requests_in_flight(tmp_path: Path) -> 
         assert request_stats(base_url)["ok"] - answered == len(items) - stored, "no stored item was judged again"
     assert Store(db).query("SELECT count(*) AS n, count(DISTINCT response_id) AS distinct_ids FROM judgments") == [
         {"n": len(items), "distinct_ids": len(items)}]
+
+
+def test_the_cut_papers_files_are_judged_as_they_are_with_output_read_as_the_response(tmp_path: Path) -> None:
+    source = tmp_path / "iter.json"
+    source.write_text(json.dumps([{"id": 1, "instruction": "What is 47 + 38?", "input": "", "output": "75",
+                                   "judgment": None}]))
+    config = tmp_path / "rule.yaml"
+    config.write_text("judge:\n  kind: rule\n  rule: addition\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["judge", str(source), "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["verdict"] == "negative"
