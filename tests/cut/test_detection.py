@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from cut.batches import collate
 from cut.config import CutConfig
 from cut.data import Triple
 from cut.objective import cut_loss
