@@ -1,5 +1,7 @@
-"""Hyper-parameters of one training step of a round (defaults: the official CUT repository, except where a
-field's description says otherwise; docs/results.md lists them)."""
+"""Hyper-parameters of one training step of a round. Defaults are the official CUT repository's (wwxu21/CUT)
+except where a field's description names the official value: micro_batch_size (8 rows a forward pass
+here, where the official script takes 1 and the `example` reduction reproduces its weighting) and the
+settings the paper's code has no counterpart for (detection, unflagged, truncated, the baselines')."""
 
 from __future__ import annotations
 
