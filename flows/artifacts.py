@@ -47,16 +47,15 @@ def round_row(ctx: RunContext, round: int) -> dict:
         [ctx.run, round],
     )
     check = checks[0] if checks else {"verdict": None, "noise_mean_abs": None}  # None: the base model
-    (detection,) = ctx.store.query(
-        "SELECT max(d.precision) AS precision, max(d.recall) AS recall, max(d.f1) AS f1, "
-        "(SELECT count(*) FROM responses WHERE run = ? AND round = ? AND finish_reason = 'length') AS truncated "
-        "FROM (SELECT 1) LEFT JOIN detections d ON d.run = ? AND d.round = ?",
-        [ctx.run, round, ctx.run, round],
-    )
+    detections = ctx.store.query("SELECT precision, recall, f1 FROM detections WHERE run = ? AND round = ?",
+                                 [ctx.run, round])
+    detection = detections[0] if detections else {"precision": None, "recall": None, "f1": None}  # no span
+    (truncated,) = ctx.store.query(
+        "SELECT count(*) AS n FROM responses WHERE run = ? AND round = ? AND finish_reason = 'length'", [ctx.run, round])
     return {
         "round": round,
         "samples": summary["responses"],
-        "truncated": detection["truncated"],  # samples cut off at max_tokens: trained without an end-of-sequence token
+        "truncated": truncated["n"],  # samples cut off at max_tokens: trained without an end-of-sequence token
         # How far the sampler's scores of the adapter's fingerprint were from the trainer's, against the
         # engine's own noise, and the check's verdict (None: the base model).
         "fingerprint_max_abs": summary["fingerprint_max_abs"],

@@ -88,7 +88,7 @@ ASSUMED_NOISE = {"float32": 2.5e-4, "half": 0.04}
 NOISE_FLOOR = 1e-4
 
 
-def _noise(mean_abs: float, rms: float) -> FingerprintDistance:
+def _floored_noise(mean_abs: float, rms: float) -> FingerprintDistance:
     return FingerprintDistance(max_abs=0.0, mean_abs=max(mean_abs, NOISE_FLOOR), rms=max(rms, NOISE_FLOOR), tokens=0)
 
 
@@ -165,7 +165,7 @@ class Sampler(ABC):
         if expected is not None and expected.base_logprobs is not None and self._noise is None and self._serving_base:
             base_scores = self._score_probe(expected.sequences)
             measured = distance(expected.base_logprobs, base_scores)
-            self._noise = _noise(measured.mean_abs, measured.rms)
+            self._noise = _floored_noise(measured.mean_abs, measured.rms)
             self._served[expected.base_logprobs] = base_scores
             log.info("engine noise on the base model's probe: mean |Δ log p| %.2e, rms %.2e", measured.mean_abs,
                      measured.rms)
@@ -185,7 +185,8 @@ class Sampler(ABC):
             noise, noise_source = self._noise, "measured on the base model"
         else:
             assumed = ASSUMED_NOISE[self.precision]
-            noise, noise_source = _noise(assumed, assumed * math.sqrt(math.pi / 2)), f"assumed for {self.precision}"
+            noise, noise_source = (_floored_noise(assumed, assumed * math.sqrt(math.pi / 2)),
+                                   f"assumed for {self.precision}")
         scores = self._score_probe(expected.sequences)
         found = match(expected, scores, noise, noise_measured=self._noise is not None,
                       parent_scores=self._served.get(expected.parent_logprobs))

@@ -398,15 +398,12 @@ class Store:
             WITH wanted AS (
                 SELECT unnest(?::INTEGER[]) AS item, unnest(?::VARCHAR[]) AS prompt_id, unnest(?::VARCHAR[]) AS text
             )
-            SELECT w.item, j.* EXCLUDE (created_at),
-                   coalesce((SELECT list({'quote': s.quote, 'start': s.start, 'end': s."end", 'text': s.text,
-                                          'severity': s.severity} ORDER BY s.span_index)
-                             FROM judgment_spans s WHERE s.response_id = j.response_id AND s.judge = j.judge), [])
-                       AS spans
+            SELECT w.item, j.* EXCLUDE (created_at), coalesce(t.spans, []) AS spans
             FROM wanted w
             JOIN responses r ON r.prompt_id = w.prompt_id AND r.text = w.text
             JOIN judgments j USING (response_id)
-            WHERE j.judge = ? AND j.verdict <> 'failed'
+            JOIN triples t ON t.response_id = j.response_id AND t.judge = j.judge  -- positive or negative only
+            WHERE j.judge = ?
             QUALIFY row_number() OVER (PARTITION BY w.item ORDER BY j.created_at, j.response_id) = 1
             """,
             [

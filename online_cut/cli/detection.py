@@ -36,7 +36,6 @@ def check_detection(
 
     Exit status: 0 with a recommendation; 1 on bad input or when no negative has a located span.
     """
-    from pydantic import ValidationError
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -44,20 +43,15 @@ def check_detection(
     from cut.rows import build_rows
     from cut.scoring import detection, score_rows
     from formats.triple_file import CutFormatError
-    from online_cut.cli.train import _selected_triples
+    from online_cut.cli.train import selected_triples
     from online_cut.config import ConfigError, load_config
 
     if (triples is None) == (sql is None):
         raise fail("give one of --triples FILE and --sql QUERY")
     try:
         run_config = load_config(config)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    if db is not None:
-        run_config = run_config.model_copy(update={"storage": run_config.storage.model_copy(update={"db": db})})
-    try:
-        loaded = load_triples(triples) if triples is not None else _selected_triples(sql, run_config.storage.db, run_config)
-    except (CutFormatError, ValidationError) as exc:
+        loaded = load_triples(triples) if sql is None else selected_triples(sql, db or run_config.storage.db, run_config)
+    except (ConfigError, CutFormatError) as exc:
         raise fail(str(exc)) from None
     with_spans = [t for t in loaded if t.negative and any(span.located for span in t.spans)]
     if not with_spans:

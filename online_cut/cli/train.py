@@ -68,7 +68,7 @@ def train(
     try:
         run_config = load_config(config)
         cut_config = CutConfig.model_validate({**run_config.cut.model_dump(), **overrides})
-        loaded = (load_triples(triples) if sql is None else _selected_triples(sql, db or run_config.storage.db, run_config))[:limit]
+        loaded = (load_triples(triples) if sql is None else selected_triples(sql, db or run_config.storage.db, run_config))[:limit]
     except (ConfigError, CutFormatError) as exc:
         raise fail(str(exc)) from None
     except ValidationError as exc:
@@ -115,8 +115,11 @@ def train(
 SQL_COLUMNS = ("instruction", "input", "response", "judgment", "verdict")
 
 
-def _selected_triples(sql: str, db: Path, run_config) -> list:
-    """The query's rows as triples, read through `online-cut sql`'s read-only path; every problem is a `fail`."""
+def selected_triples(sql: str, db: Path, run_config) -> list:
+    """The query's rows as triples, read through `online-cut sql`'s read-only path; every problem is a `fail`.
+    `train --sql` and `check-detection --sql` read their triples here."""
+    from pydantic import ValidationError
+
     from cut.data import Triple
     from formats.spans import Span
     from storage.sql import QueryFailed, QueryRefused, StoreUnavailable, run_query
@@ -135,8 +138,12 @@ def _selected_triples(sql: str, db: Path, run_config) -> list:
     bad = next((n for n, row in enumerate(rows, start=1) if row["verdict"] not in ("positive", "negative")), None)
     if bad is not None:
         raise fail(f"--sql: row {bad} has verdict {rows[bad - 1]['verdict']!r}; a triple's is positive or negative")
-    return [
-        Triple.judged(row["instruction"], row["input"] or "", row["response"], row["verdict"], row["judgment"],
-                      row.get("score"), tuple(Span.model_validate(span) for span in row.get("spans") or ()))
-        for row in rows
-    ]
+    triples = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            spans = tuple(Span.model_validate(span) for span in row.get("spans") or ())
+        except ValidationError as exc:
+            raise fail(f"--sql: row {number}: spans: {exc.errors()[0]['msg']}") from None
+        triples.append(Triple.judged(row["instruction"], row["input"] or "", row["response"], row["verdict"],
+                                     row["judgment"], row.get("score"), spans))
+    return triples

@@ -50,3 +50,18 @@ def test_triples_without_located_spans_are_refused_with_the_reason(tiny_model: P
     result = CliRunner().invoke(app, ["check-detection", "--config", str(config), "--triples", str(plain)])
     assert result.exit_code == 1
     assert "none of the 1 triples is a negative whose judgment located a span" in result.stderr
+
+
+def test_a_query_whose_spans_are_malformed_is_refused_naming_the_row(tiny_model: Path, tmp_path: Path) -> None:
+    from storage.store import Store
+
+    store = Store(tmp_path / "store.duckdb")
+    store.add_run("r")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"path": str(tiny_model)}}))
+    query = ("SELECT 'What is 1 + 1?' AS instruction, '' AS input, '3' AS response, 'Wrong.' AS judgment, "
+             "'negative' AS verdict, [{'quote': '3', 'start': 1, 'end': 0, 'text': '3', 'severity': NULL}] AS spans")
+    result = CliRunner().invoke(app, ["check-detection", "--config", str(config), "--sql", query,
+                                      "--db", str(tmp_path / "store.duckdb")])
+    assert result.exit_code == 1
+    assert "--sql: row 1: spans: " in result.stderr and "start < end" in result.stderr
