@@ -18,6 +18,7 @@ class TokenRow:
     response_len: int  # the last `response_len` ids of both sequences are the target
     target: Literal["response", "judgment"] = "response"  # what the target is; judgment: forward's second row
     blamed: tuple[int, ...] | None = None  # Align-N rows: target tokens the judgment's spans cover; None: no span
+    blame_weights: tuple[float, ...] | None = None  # per blamed token: its severity's weight on α (None: all 1)
 
     @property
     def negative(self) -> bool:
@@ -51,6 +52,7 @@ class Batch:
     negative: torch.Tensor  # bool [B]
     blamed: torch.Tensor  # bool [B, T]: response tokens a judgment's spans cover
     has_spans: torch.Tensor  # bool [B]: rows whose judgment located a span
+    blame_weights: torch.Tensor  # float [B, T]: each blamed token's severity weight on α, 1 elsewhere
     rows: list[TokenRow]
 
     @property
@@ -111,7 +113,10 @@ def collate(rows: list[TokenRow], pad_id: int) -> Batch:
     mask = torch.arange(longest_response).unsqueeze(0) < torch.tensor([row.response_len for row in rows]).unsqueeze(1)
     negative = torch.tensor([row.negative for row in rows])
     blamed = torch.zeros_like(mask)
+    blame_weights = torch.ones(mask.shape)
     for b, row in enumerate(rows):
         blamed[b, list(row.blamed or ())] = True
+        if row.blame_weights is not None:
+            blame_weights[b, list(row.blamed)] = torch.tensor(row.blame_weights)
     has_spans = torch.tensor([row.blamed is not None for row in rows])
-    return Batch(input_ids, attention_mask, hidden_index, labels, mask, negative, blamed, has_spans, rows)
+    return Batch(input_ids, attention_mask, hidden_index, labels, mask, negative, blamed, has_spans, blame_weights, rows)

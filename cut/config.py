@@ -23,6 +23,14 @@ class LoraConfig(StrictModel):
     )
 
 
+class SeverityWeights(StrictModel):
+    """How hard the unlikelihood term pushes on the tokens of a span of each severity (formats/spans.py)."""
+
+    minor: float = Field(1.0, ge=0, description="multiplies α on the tokens of a minor span")
+    major: float = Field(1.0, ge=0, description="multiplies α on the tokens of a major span")
+    critical: float = Field(1.0, ge=0, description="multiplies α on the tokens of a critical span")
+
+
 class TemplatesConfig(StrictModel):
     """User-message texts of the contexts (and of ilf's refine request); the model's chat template wraps them."""
 
@@ -102,6 +110,11 @@ class CutConfig(StrictModel):
         description="which tokens of a negative response are flagged for the unlikelihood term: contrast, the paper's "
         "p(y_t|x,j-) > λ·p(y_t|Misalign context); spans, the tokens of the parts the judge blamed (formats/spans.py), "
         "contrast for a response whose judgment locates none; union, either",
+    )
+    severity_weights: SeverityWeights = Field(
+        default_factory=SeverityWeights,
+        description="with detection spans or union: α times this weight on a span token (the largest of its spans'; a "
+        "span without severity, and a token flagged by contrast alone, weigh 1); all 1, the default, weighs none",
     )
     unflagged: Literal["mle", "none"] = Field(
         "mle", description="what a negative's unflagged tokens get under the Misalign context: MLE (the paper), or nothing",

@@ -11,6 +11,9 @@ ids, so nothing here ever sees a vocabulary-sized tensor:
   the tokens a judge's spans cover, or either)
 - loss = L1 + L2
 
+`flag_weights` (float [B, T], `cut.severity_weights`) multiplies α token by token: a span of a
+minor error can push less than one of a critical error.
+
 With `unflagged_mle=False` the unflagged tokens of Align-N rows get no Misalign term at all
 (L1 is then the unlikelihood term alone, still averaged over every Align-N token).
 
@@ -78,12 +81,14 @@ def cut_loss(
     reduction: Literal["token", "example"] = "token",
     flagged: torch.Tensor | None = None,
     unflagged_mle: bool = True,
+    flag_weights: torch.Tensor | None = None,
 ) -> CutLoss:
     """CUT loss from [B, T] log-probs of y_t under the aligned and misaligned contexts.
 
     `mask` (bool [B, T]) marks response tokens, `negative` (bool [B]) marks Align-N rows;
     `logp_misaligned` is only read on Align-N rows. `flagged` (bool [B, T]) replaces the contrast
-    flags where given (only its Align-N response tokens count).
+    flags where given (only its Align-N response tokens count); `flag_weights` (float [B, T]) multiplies α
+    on each flagged token where given.
     """
     negative_tokens = mask & negative.unsqueeze(1)
     if flagged is None:
@@ -93,7 +98,8 @@ def cut_loss(
     # Feed a harmless value where the unlikelihood term is not used, so its gradient there is 0, not NaN.
     unlikely_input = torch.where(flagged, logp_misaligned, torch.full_like(logp_misaligned, -1.0))
     unflagged_terms = -logp_misaligned if unflagged_mle else torch.zeros_like(logp_misaligned)
-    misalign_terms = torch.where(flagged, alpha * neg_log1mexp(unlikely_input), unflagged_terms)
+    unlikely_weight = alpha if flag_weights is None else alpha * flag_weights
+    misalign_terms = torch.where(flagged, unlikely_weight * neg_log1mexp(unlikely_input), unflagged_terms)
     if reduction == "token":
         l2 = _masked_mean(-logp_aligned, mask)
         l1 = _masked_mean(misalign_terms, negative_tokens)

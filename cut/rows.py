@@ -21,9 +21,9 @@ target is never cut, and a triple with a target that alone does not fit is dropp
 
 A target ends with the end-of-sequence token, unless it is a response the sampler cut off at
 `max_tokens` (`Triple.truncated`): that one did not end there. An Align-N row of `cut` carries
-the response tokens its judgment's spans cover (`blamed`, for `cut.detection`): the response
-is tokenized on its own with the tokenizer's offset mapping, and a token overlapping a span's
-characters is in it.
+the response tokens its judgment's spans cover (`blamed`, for `cut.detection`), each with the
+weight of its severity (`cut.severity_weights`): the response is tokenized on its own with the
+tokenizer's offset mapping, and a token overlapping a span's characters is in it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Literal
 from transformers import PreTrainedTokenizerBase
 
 from cut.batches import TokenRow
-from cut.config import CutConfig, TemplatesConfig
+from cut.config import CutConfig, SeverityWeights, TemplatesConfig
 from cut.data import Triple
 from formats.spans import Span
 
@@ -132,7 +132,9 @@ def build_rows(
                 for c in (context.aligned, context.misaligned)
             )
             blamed = blamed_tokens(response["offset_mapping"], triple.spans) if misaligned is not None else None
-            rows.append(TokenRow(index, aligned, misaligned, len(target), context.target, blamed))
+            weights = (None if blamed is None else
+                       severity_weights(response["offset_mapping"], triple.spans, blamed, config.severity_weights))
+            rows.append(TokenRow(index, aligned, misaligned, len(target), context.target, blamed, weights))
     return RowSet(rows, dropped)
 
 
@@ -144,3 +146,13 @@ def blamed_tokens(offsets: list[tuple[int, int]], spans: tuple[Span, ...]) -> tu
         return None
     return tuple(t for t, (first, after) in enumerate(offsets)
                  if any(first < end and after > start for start, end in located))
+
+
+def severity_weights(offsets: list[tuple[int, int]], spans: tuple[Span, ...], blamed: tuple[int, ...],
+                     weights: SeverityWeights) -> tuple[float, ...]:
+    """Each blamed token's weight on α: the largest weight among the severities of the located spans it
+    overlaps (a span without a severity weighs 1)."""
+    located = [(span.start, span.end, 1.0 if span.severity is None else getattr(weights, span.severity))
+               for span in spans if span.located]
+    return tuple(max(weight for start, end, weight in located if offsets[t][0] < end and offsets[t][1] > start)
+                 for t in blamed)

@@ -227,7 +227,8 @@ def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutCon
         logp_aligned, logp_misaligned = response_logprobs(model, batch, config.logit_chunk_tokens)
     contrast = contrast_flags(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam)
     out = cut_loss(logp_aligned, logp_misaligned, batch.mask, batch.negative, config.lam, config.alpha, config.reduction,
-                   flagged=detected(config.detection, contrast, batch), unflagged_mle=config.unflagged == "mle")
+                   flagged=detected(config.detection, contrast, batch), unflagged_mle=config.unflagged == "mle",
+                   flag_weights=None if config.detection == "contrast" else batch.blame_weights)
     sums = {
         "loss": out.loss.item(),
         "l1": out.l1.item(),

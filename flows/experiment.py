@@ -75,18 +75,21 @@ def experiment(
                 for round in range(1, settings.rounds + 1):
                     alignment_round.with_options(flow_run_name=f"{ctx.run}-round-{round}")(ctx, sampler, judge, round)
                 logger.info("repeat %d, %s: rounds done", repeat, arm)
-    outcomes = [arm_result(store, name, arm, arm_configs[arm].cut.objective, settings.rounds, repeats)
-                for arm in arms]
-    for outcome in outcomes:
-        logger.info("%s: held-out score per repeat and round %s", outcome.arm, outcome.accuracy)
+    held_out = exp.held_out_names(RunContext(settings, exp.shared_run(name), store), judge)
+    outcomes = {
+        held_out_set: [arm_result(store, name, arm, arm_configs[arm].cut.objective, settings.rounds, repeats, held_out_set)
+                       for arm in arms]
+        for held_out_set in held_out
+    }
+    for held_out_set, results_on_set in outcomes.items():
+        for outcome in results_on_set:
+            logger.info("%s on %s: score per repeat and round %s", outcome.arm, held_out_set, outcome.accuracy)
     command = shlex.join(["online-cut", "experiment", "--config", config, "--name", name,
                           *exp.arm_options(arms), *(["--dev"] if dev else []), "--repeats", str(repeats),
                           "--results", results])
     write_results(
         Path(results), outcomes, command=command, config_text=dump_config(settings),
-        wall_s=time.perf_counter() - started, seed=settings.cut.seed,
-        held_out=exp.held_out_names(RunContext(settings, exp.shared_run(name), store), judge),
-        n=settings.evaluation.n, arms=arms,
+        wall_s=time.perf_counter() - started, seed=settings.cut.seed, n=settings.evaluation.n, arms=arms,
     )
     logger.info("wrote %s", results)
     return results

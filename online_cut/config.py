@@ -67,8 +67,10 @@ class ModelConfig(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
-    suites: list[Literal["addition", "format", "sums"]] = Field(
-        default_factory=lambda: ["addition"], description="held-out suites scored each round by their rule critics"
+    suites: list[Literal["addition", "format", "sums", "addition-transfer", "sums-transfer"]] = Field(
+        default_factory=lambda: ["addition"],
+        description="held-out suites scored each round by their rule critics; a *-transfer suite asks its skill in a "
+        "wording (sums: part counts) no training prompt uses, held out whole",
     )
     file: ExistingFile | None = Field(
         None, description="held-out instructions (JSON/JSONL in the CUT paper's fields, Parquet) scored by the run's judge"

@@ -12,7 +12,7 @@ from judges.factory import build_judge
 from judges.judgment import JudgeItem
 from rounds.context import RunContext, attach, stored_check
 from samplers.base import AdapterCheck, Sampler
-from samplers.prompts import read_prompt_file, suite_prompts
+from samplers.prompts import SUITE_RULES, TRANSFER_SUITES, read_prompt_file, suite_prompts
 from samplers.records import Prompt, SamplingSettings
 from storage import records
 
@@ -23,7 +23,7 @@ EVAL_SETTINGS = SamplingSettings(n=1, temperature=0.0, max_tokens=32)
 
 def suite_critic(suite: str) -> Judge:
     """The rule critic that scores a held-out suite."""
-    return build_judge(JudgeConfig(kind="rule", rule=suite))
+    return build_judge(JudgeConfig(kind="rule", rule=SUITE_RULES[suite]))
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,14 @@ class HeldOutSet:
 
 def held_out_sets(ctx: RunContext, judge: Judge) -> list[HeldOutSet]:
     """The configured held-out sets: each suite's held-out split (or its dev prompts, named
-    `<suite>:dev`) with its rule critic, and an instruction file scored by the run's judge."""
+    `<suite>:dev`; a transfer suite has none) with its rule critic, and an instruction file scored by the run's judge."""
     rule = ctx.config.evaluation
     if rule.split == "dev":
+        transfer = [suite for suite in rule.suites if suite in TRANSFER_SUITES]
+        if transfer:
+            log.info("evaluation.split is dev: the transfer suites %s are held out whole and not scored", ", ".join(transfer))
         sets = [HeldOutSet(f"{suite}:dev", suite_prompts(suite, "train", rule.n, seed="dev"), suite_critic(suite))
-                for suite in rule.suites]
+                for suite in rule.suites if suite not in transfer]
     else:
         sets = [HeldOutSet(suite, suite_prompts(suite, "heldout", rule.n), suite_critic(suite)) for suite in rule.suites]
     if rule.file is not None:

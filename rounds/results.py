@@ -44,13 +44,14 @@ class ArmResult:
         return [a[round] for a in self.accuracy if a[round] is not None]
 
 
-def arm_result(store: Store, experiment: str, arm: str, objective: str, rounds: int, repeats: int) -> ArmResult:
-    """An arm's held-out score per repeat and round (mean over the evaluated suites), and the wall time its
+def arm_result(store: Store, experiment: str, arm: str, objective: str, rounds: int, repeats: int,
+               held_out: str) -> ArmResult:
+    """An arm's score on the held-out set `held_out` per repeat and round, and the wall time its
     rounds recorded (so an arm finished before a resume keeps its time)."""
     runs = [run_name(experiment, arm, repeat) for repeat in range(1, repeats + 1)]
     accuracy, positives = [], []
     for run in runs:
-        rows = store.query("SELECT round, role, avg(score) AS score FROM evaluations WHERE run = ? GROUP BY ALL", [run])
+        rows = store.query("SELECT round, role, score FROM evaluations WHERE run = ? AND suite = ?", [run, held_out])
         scores = {(row["round"], row["role"]): row["score"] for row in rows}
         accuracy.append([scores.get((1, "incumbent"))] + [scores.get((r, "candidate")) for r in range(1, rounds + 1)])
         counts = store.query(
@@ -115,14 +116,9 @@ def _cell(scores: list[float], n: int) -> str:
     return f"{mean:.1%} ± {100 * error:.1f}"
 
 
-def write_results(path: Path, results: list[ArmResult], *, command: str, config_text: str,
-                  wall_s: float, seed: int, held_out: list[str], n: int,
-                  arms: dict[str, dict[str, Any]] | None = None) -> None:
-    """`path` (markdown) with the tables and the plot beside it; a `## Notes` section already there is kept."""
-    plot_path = path.with_suffix(".png")
-    plot(results, plot_path, n)
+def _tables(results: list[ArmResult], n: int) -> str:
+    """The arms' scores per round on one held-out set, and each CUT arm's paired differences to the baselines."""
     rounds = len(results[0].accuracy[0]) - 1
-    repeats = len(results[0].runs)
     header = "| objective | " + " | ".join(f"round {r}" for r in range(rounds + 1)) + " | positives per round | wall |"
     rule = "|---" * (rounds + 4) + "|"  # objective, rounds 0..N, positives, wall
     lines = [
@@ -150,6 +146,18 @@ def write_results(path: Path, results: list[ArmResult], *, command: str, config_
             + "| difference | " + " | ".join(f"round {k}" for k in range(1, rounds + 1)) + " |\n"
             + "|---" * (rounds + 1) + "|\n" + "\n".join(paired_lines)
         )
+    return "\n".join([header, rule, *lines]) + paired
+
+
+def write_results(path: Path, results: dict[str, list[ArmResult]], *, command: str, config_text: str,
+                  wall_s: float, seed: int, n: int, arms: dict[str, dict[str, Any]] | None = None) -> None:
+    """`path` (markdown) with the tables, one section per held-out set (`results` keys, the suite's own
+    first), and the plot of the first set beside it; a `## Notes` section already there is kept."""
+    plot_path = path.with_suffix(".png")
+    held_out = list(results)
+    first = results[held_out[0]]
+    plot(first, plot_path, n)
+    repeats = len(first[0].runs)
     spread = (
         f"the standard error of the mean over the {repeats} repeats (sd/√{repeats}); of a difference, the spread "
         "of the per-repeat differences" if repeats > 1 else
@@ -162,15 +170,16 @@ def write_results(path: Path, results: list[ArmResult], *, command: str, config_
         f"Held-out accuracy ({', '.join(held_out)}; {n} prompts per set, greedy) of the adapter each round "
         f"trained, from the same round-1 samples of the base model (round 0) within each of {repeats} "
         f"repeat{'s' if repeats > 1 else ''}; mean ± standard error in points ({spread}).\n\n"
-        + "\n".join([header, rule, *lines]) + paired
-        + f"\n\n![held-out accuracy per round]({plot_path.name})\n\n"
+        + (_tables(first, n) if len(held_out) == 1 else
+           "\n\n".join(f"### {name}\n\n{_tables(results[name], n)}" for name in held_out))
+        + f"\n\n![held-out accuracy per round on {held_out[0]}]({plot_path.name})\n\n"
         + ("" if arms is None or plain_objectives(arms) else
            "The arms (`cut` settings over the resolved config below):\n\n"
            + "".join(f"- `{arm}`: {json.dumps(settings)}\n" for arm, settings in arms.items()) + "\n")
         + OBJECTIVES_HEADING + "".join(f"- `{name}`: {line}\n" for name, line in OBJECTIVE_SUMMARIES.items()) + "\n"
         f"- command: `{command}`\n- machine: {machine()}\n"
         f"- wall time: {wall_s / 60:.1f} min for this command; the arms' rounds took "
-        f"{sum(r.wall_s for r in results) / 60:.1f} min as stored (a resumed experiment's first part included)\n"
+        f"{sum(r.wall_s for r in first) / 60:.1f} min as stored (a resumed experiment's first part included)\n"
         f"- seed: {seed}\n\n<details><summary>resolved config</summary>\n\n```yaml\n{config_text}```\n</details>\n\n"
         + notes
     )

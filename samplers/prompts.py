@@ -19,6 +19,9 @@ from formats.triple_file import CutFormatError, read_records
 
 Split = Literal["train", "heldout"]
 SUITES = ("addition", "format", "sums")
+# The same skills asked in a wording, and (sums) with part counts, that no training or dev prompt of the
+# suites above uses: held out whole, to tell a learned skill from a learned format.
+TRANSFER_SUITES = ("addition-transfer", "sums-transfer")
 # One item in five is held out for evaluation.
 HELDOUT_SHARE = 5
 
@@ -55,9 +58,14 @@ def round_prompts(config: PromptsConfig, round_index: int) -> list[Prompt]:
 
 def suite_prompts(suite: str, split: Split, count: int, seed: int | str = 0) -> list[Prompt]:
     """`count` distinct prompts of a built-in suite's split, the same for the same arguments."""
-    if suite not in SUITES:
-        raise PromptSourceError(f"unknown suite {suite!r}; built-in suites: {', '.join(SUITES)}")
-    pool = [prompt for prompt in _SUITE_ITEMS[suite]() if _split_of(prompt) == split]
+    if suite in TRANSFER_SUITES:
+        if split != "heldout":
+            raise PromptSourceError(f"suite {suite!r} is held out whole; it has no {split} prompts")
+        pool = _SUITE_ITEMS[suite]()
+    elif suite in SUITES:
+        pool = [prompt for prompt in _SUITE_ITEMS[suite]() if _split_of(prompt) == split]
+    else:
+        raise PromptSourceError(f"unknown suite {suite!r}; built-in suites: {', '.join(SUITES + TRANSFER_SUITES)}")
     if count > len(pool):
         raise PromptSourceError(f"suite {suite!r} has {len(pool)} {split} prompts, asked for {count}")
     return random.Random(f"{suite}/{split}/{seed}").sample(pool, count)
@@ -137,16 +145,38 @@ SUMS_POOL = 20_000
 SUMS_WORDING = "Add each pair and reply with the sums separated by commas: {pairs}."
 
 
-def _sums_items() -> list[Prompt]:
-    rng = random.Random("sums-pool")
+def _sums_items(suite: str = "sums", wording: str = SUMS_WORDING, part_counts: tuple[int, ...] = (SUMS_PARTS,),
+                pool: int = SUMS_POOL) -> list[Prompt]:
+    rng = random.Random(f"{suite}-pool")
     seen: dict[tuple[tuple[int, int], ...], Prompt] = {}
-    while len(seen) < SUMS_POOL:
-        pairs = tuple((rng.randint(1, 9), rng.randint(1, 9)) for _ in range(SUMS_PARTS))
+    while len(seen) < pool:
+        pairs = tuple((rng.randint(1, 9), rng.randint(1, 9)) for _ in range(rng.choice(part_counts)))
         seen.setdefault(pairs, Prompt(
-            SUMS_WORDING.format(pairs=", ".join(f"{a} + {b}" for a, b in pairs)),
-            metadata={"suite": "sums", "pairs": [list(pair) for pair in pairs], "answers": [a + b for a, b in pairs]},
+            wording.format(pairs=", ".join(f"{a} + {b}" for a, b in pairs)),
+            metadata={"suite": suite, "pairs": [list(pair) for pair in pairs], "answers": [a + b for a, b in pairs]},
         ))
     return list(seen.values())
 
 
-_SUITE_ITEMS = {"addition": _addition_items, "format": _format_items, "sums": _sums_items}
+# Fixed before the span-guided experiment ran (#38), never used to choose a setting.
+SUMS_TRANSFER_WORDING = "Work out each of these additions and list the results in the same order, comma-separated: {pairs}"
+ADDITION_TRANSFER_WORDING = "Add {a} and {b}. Give only the total."
+
+
+def _sums_transfer_items() -> list[Prompt]:
+    return _sums_items("sums-transfer", SUMS_TRANSFER_WORDING, part_counts=(2, 4), pool=160)
+
+
+def _addition_transfer_items() -> list[Prompt]:
+    return [
+        Prompt(ADDITION_TRANSFER_WORDING.format(a=a, b=b), metadata={"suite": "addition-transfer", "a": a, "b": b, "answer": a + b})
+        for a in range(10, 100, 3)
+        for b in range(11, 100, 4)
+    ]
+
+
+_SUITE_ITEMS = {"addition": _addition_items, "format": _format_items, "sums": _sums_items,
+                "addition-transfer": _addition_transfer_items, "sums-transfer": _sums_transfer_items}
+# The rule critic that checks each suite's answers.
+SUITE_RULES = {"addition": "addition", "format": "format", "sums": "sums",
+               "addition-transfer": "addition", "sums-transfer": "sums"}

@@ -12,6 +12,7 @@ from cut.config import CutConfig
 from cut.data import Triple
 from cut.objective import cut_loss
 from cut.rows import build_rows
+from cut.batches import collate
 from cut.trainer import detected, train
 from formats.spans import SpanQuote, exact, locate
 
@@ -109,6 +110,25 @@ def test_span_detection_gives_the_hand_computed_loss() -> None:
                      flagged=detected("union", contrast, batch), unflagged_mle=False)
     assert union.flagged.tolist() == [[False] * 3, [True, True, True]]
     assert union.l1.item() == pytest.approx(-0.5 * (math.log(0.7) + math.log(0.5) + math.log(0.75)) / 3)
+
+    weighted = cut_loss(p_aligned.log(), p_mis.log(), mask, negative, lam=1.1, alpha=0.5, flagged=flags,
+                        flag_weights=torch.tensor([[1.0, 1.0, 1.0], [1.0, 3.0, 1.0]]))
+    assert weighted.l1.item() == pytest.approx((-math.log(0.3) - 3 * 0.5 * math.log(1 - 0.5) - math.log(0.25)) / 3)
+
+
+def test_a_blamed_token_weighs_by_the_most_severe_span_over_it(tokenizer) -> None:
+    response = "Paris, Rome, Bonn, Oslo"
+    spans = (exact(response, 7, 11, "major"), exact(response, 7, 17, "minor"), exact(response, 19, 23))
+    config = CutConfig(severity_weights={"minor": 0.25, "major": 2.0, "critical": 4.0})
+    (row,) = build_rows([Triple("Name four capitals of Europe.", "", response, "Rome and Bonn are wrong.", spans=spans)],
+                        tokenizer, config).rows
+    weight_of = {tokenizer.decode([row.response_ids[t]]).strip(): w for t, w in zip(row.blamed, row.blame_weights)}
+    assert weight_of["Rome"] == 2.0  # under a major and a minor span: the major one's weight
+    assert weight_of["Bonn"] == 0.25 and weight_of["Oslo"] == 1.0  # a minor span; a span with no severity
+    assert "Paris" not in weight_of
+    batch = collate([row], tokenizer.pad_token_id)
+    assert sorted(batch.blame_weights[0, list(row.blamed)].tolist()) == sorted(row.blame_weights)
+    assert batch.blame_weights.sum().item() == pytest.approx(sum(row.blame_weights) + batch.mask.sum().item() - len(row.blamed))
 
 
 def test_training_reports_how_well_the_contrast_finds_the_span_tokens(tiny_model, tokenizer, tmp_path) -> None:

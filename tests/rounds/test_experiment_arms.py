@@ -15,7 +15,8 @@ from rounds.experiment import arm_config, arm_options
 from rounds.results import ArmResult, write_results
 from rounds.context import RunContext
 from rounds.evaluate import held_out_sets
-from samplers.prompts import suite_prompts
+from judges.judgment import JudgeItem
+from samplers.prompts import PromptSourceError, suite_prompts
 from storage.store import Store
 
 
@@ -74,8 +75,32 @@ def test_results_list_each_arms_settings(tmp_path: Path) -> None:
     results = [ArmResult(arm, settings["objective"], [f"t-{arm}"], [[0.25, 0.5]], [[3]], 60.0)
                for arm, settings in arms.items()]
     path = tmp_path / "results.md"
-    write_results(path, results, command="online-cut experiment", config_text="rounds: 1\n", wall_s=60.0, seed=42,
-                  held_out=["sums:dev"], n=4, arms=arms)
+    write_results(path, {"sums:dev": results}, command="online-cut experiment", config_text="rounds: 1\n",
+                  wall_s=60.0, seed=42, n=4, arms=arms)
     text = path.read_text()
     assert '- `lam-high`: {"objective": "cut", "lam": 2.0}' in text
     assert "| lam-low | 25.0% ± 21.7 | 50.0% ± 25.0 |" in text
+
+
+def test_a_transfer_suite_shares_no_wording_or_part_count_with_its_suite_and_is_never_a_dev_set(tmp_path: Path) -> None:
+    config = parse_config({"evaluation": {"suites": ["sums", "sums-transfer", "addition-transfer"], "n": 150}}, "test")
+    held_out = held_out_sets(RunContext(config, "t", Store(tmp_path / "store.duckdb")), judge=None)
+    assert [s.name for s in held_out] == ["sums", "sums-transfer", "addition-transfer"]
+    sums, sums_transfer, addition_transfer = (s.prompts for s in held_out)
+    trained_prefixes = {p.instruction.split(":")[0] for p in suite_prompts("sums", "train", 2000, seed="x")}
+    assert {p.instruction.split(":")[0] for p in sums_transfer}.isdisjoint(trained_prefixes)
+    assert {len(p.metadata["pairs"]) for p in sums_transfer} == {2, 4}
+    assert {len(p.metadata["pairs"]) for p in sums} == {3}
+    addition_texts = {p.instruction for p in suite_prompts("addition", "train", 5000)}
+    assert not {p.instruction for p in addition_transfer} & addition_texts
+    # Scored by the rule critic of their skill: the right answer to a 4-part prompt is judged right.
+    prompt = next(p for p in sums_transfer if len(p.metadata["pairs"]) == 4)
+    critic = held_out[1].judge
+    answer = ", ".join(str(a) for a in prompt.metadata["answers"])
+    assert critic.judge_one(JudgeItem(instruction=prompt.instruction, response=answer, metadata=prompt.metadata)).verdict == "positive"
+
+    dev = held_out_sets(RunContext(config.model_copy(update={"evaluation": config.evaluation.model_copy(
+        update={"split": "dev"})}), "t", Store(tmp_path / "store.duckdb")), judge=None)
+    assert [s.name for s in dev] == ["sums:dev"]
+    with pytest.raises(PromptSourceError, match="held out whole"):
+        suite_prompts("sums-transfer", "train", 10)

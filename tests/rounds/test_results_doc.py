@@ -12,8 +12,8 @@ from rounds.results import ArmResult, mean_and_error, paired_difference, write_r
 
 
 def _write(path: Path, results: list[ArmResult], n: int = 4) -> str:
-    write_results(path, results, command="online-cut experiment", config_text="rounds: 1\n", wall_s=120.0,
-                  seed=42, held_out=["addition"], n=n)
+    write_results(path, {"addition": results}, command="online-cut experiment", config_text="rounds: 1\n",
+                  wall_s=120.0, seed=42, n=n)
     return path.read_text()
 
 
@@ -69,3 +69,17 @@ def test_the_error_of_one_repeat_is_binomial_and_of_several_the_spread_of_the_re
     assert mean_and_error([0.4, 0.6], 100) == pytest.approx((0.5, 0.1))
     assert paired_difference([0.6], [0.5], 100) == pytest.approx((0.1, math.hypot(math.sqrt(0.24 / 100), 0.05)))
     assert paired_difference([0.6, 0.7], [0.5, 0.5], 100) == pytest.approx((0.15, 0.05))
+
+
+def test_each_held_out_set_gets_its_own_table_and_the_first_its_plot(tmp_path: Path) -> None:
+    in_suite = [ArmResult(o, o, [f"t-{o}"], [[0.25, 0.5]], [[3]], 60.0) for o in ("cut", "sft")]
+    transfer = [ArmResult(o, o, [f"t-{o}"], [[0.5, 0.75]], [[3]], 60.0) for o in ("cut", "sft")]
+    path = tmp_path / "results.md"
+    write_results(path, {"sums": in_suite, "sums-transfer": transfer}, command="online-cut experiment",
+                  config_text="rounds: 1\n", wall_s=120.0, seed=42, n=4)
+    text = path.read_text()
+    sums_section, transfer_section = text.split("### sums\n")[1].split("### sums-transfer\n")
+    assert "| cut | 25.0% ± 21.7 | 50.0% ± 25.0 |" in sums_section
+    assert "| cut | 50.0% ± 25.0 | 75.0% ± 21.7 |" in transfer_section
+    assert "| cut − sft | +0.0 ±" in transfer_section
+    assert "![held-out accuracy per round on sums](results.png)" in text
