@@ -37,6 +37,8 @@ def guard_children(record: Path | None = None) -> None:
     global _watchdog
     if _watchdog is not None and _watchdog.poll() is None:
         return
+    if record is not None:  # a first run: its store's folder is not made yet
+        record.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "online_cut.watchdog", str(os.getpid()), *([str(record)] if record else [])]
     # Its own session: a signal sent to the run's process group does not end the watchdog before its work.
     _watchdog = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -47,7 +47,7 @@ def _running(pid: int) -> bool:
 
 
 def test_children_and_grandchildren_end_when_their_parent_is_sigkilled(tmp_path: Path) -> None:
-    record = tmp_path / "store.duckdb.children.json"
+    record = tmp_path / "not-made-yet" / "store.duckdb.children.json"  # a first run's store folder
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(record)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     pids = [int(pid) for pid in parent.stdout.readline().split()]
     assert all(map(_running, pids))
