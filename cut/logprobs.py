@@ -32,12 +32,16 @@ def label_logprobs(
     return torch.cat(pieces)
 
 
-def autocast_for(device: torch.device, precision: str) -> torch.autocast:
-    """The forward's autocast: bfloat16 when asked, or with `auto` on a GPU that supports it."""
-    bf16 = precision == "bfloat16" or (
+def computes_in_bfloat16(device: torch.device, precision: str) -> bool:
+    """`cut.precision` on `device`: bfloat16 when asked, or with `auto` on a GPU that computes it natively."""
+    return precision == "bfloat16" or (
         precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
     )
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def autocast_for(device: torch.device, precision: str) -> torch.autocast:
+    """The forward's autocast: bfloat16 where `computes_in_bfloat16`."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=computes_in_bfloat16(device, precision))
 
 
 def causal_lm_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:

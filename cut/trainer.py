@@ -36,7 +36,7 @@ from cut.config import CutConfig, LoraConfig
 from cut.data import Triple, balanced_indices
 from cut.dpo import dpo_micro_batch, dpo_step_metrics, pair_rows, with_reference
 from cut.fingerprint import Fingerprint, adapter_fingerprint, parent_fingerprint, read_fingerprint, write_fingerprint
-from cut.logprobs import autocast_for, response_logprobs
+from cut.logprobs import autocast_for, computes_in_bfloat16, response_logprobs
 from cut.lora import add_lora
 from cut.objective import contrast_flags, cut_loss
 from cut.pairs import preference_pairs
@@ -66,10 +66,13 @@ class TrainResult:
 
 
 def load_lora_model(
-    base_model: str, lora: LoraConfig, init_adapter: Path | None, device: torch.device
+    base_model: str, lora: LoraConfig, init_adapter: Path | None, device: torch.device, precision: str = "float32"
 ) -> torch.nn.Module:
-    """The base model with trainable LoRA weights: fresh from `lora`, or `init_adapter` continued."""
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).to(device)
+    """The base model with trainable LoRA weights: fresh from `lora`, or `init_adapter` continued. The frozen
+    base is held in the training precision (`cut.precision`: a 7B base in bfloat16 is 14 GiB, not 28); PEFT
+    keeps the LoRA weights, and so their gradients and optimizer state, in float32."""
+    dtype = torch.bfloat16 if computes_in_bfloat16(device, precision) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(device)
     if init_adapter is not None:
         return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     return add_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
@@ -141,7 +144,7 @@ def train(
         if not units:
             raise ValueError(f"no row to train on: {len(triples)} triples, {dropped} too long, objective {config.objective}")
 
-    model = load_lora_model(base_model, config.lora, init_adapter, device)
+    model = load_lora_model(base_model, config.lora, init_adapter, device, config.precision)
     # The adapter's fingerprint records its parent's probe log-probs: the continued adapter's own
     # fingerprint, scored now only for one written without it.
     parent = None if init_adapter is None else read_fingerprint(init_adapter) or parent_fingerprint(model, tokenizer)

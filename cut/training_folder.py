@@ -11,6 +11,7 @@ on a work pool's worker) gets its inputs and gives back its results.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -98,7 +99,26 @@ def train_command(work: Path, out_dir: Path, init_adapter: Path | None, *, launc
     return command
 
 
-def run_training(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
+# torchrun's summary of a failed launch names the first process that failed ("Root Cause").
+_FAILED_PROCESS = re.compile(r"rank\s*:\s*(\d+) \(local_rank: \d+\)\s*exitcode\s*:\s*(-?\d+)")
+_SIGNAL = re.compile(r"Signal \d+ \((SIG\w+)\)")
+
+
+def launch_training(work: Path, out_dir: Path, init_adapter: Path | None, *, launcher: str, processes: int) -> None:
+    """Run `train_command` and wait for it; a failed launch raises `LaunchError` naming what failed."""
+    done = subprocess.run(train_command(work, out_dir, init_adapter, launcher=launcher, processes=processes),
+                          capture_output=True, text=True)
     if done.returncode != 0:
-        raise LaunchError(f"online-cut train exited with {done.returncode}:\n{done.stderr[-4000:]}")
+        raise LaunchError(failure_message(done.returncode, done.stderr, processes))
+
+
+def failure_message(returncode: int, stderr: str, processes: int) -> str:
+    """What failed: the process the launcher blames first (its rank, and the signal or exit code that ended it),
+    then the end of the output."""
+    tail = f"online-cut train exited with {returncode}:\n{stderr[-4000:]}"
+    blamed = _FAILED_PROCESS.search(stderr, max(stderr.rfind("Root Cause"), 0))
+    if blamed is None:
+        return tail
+    signal = _SIGNAL.search(stderr, blamed.end())
+    how = f"killed by {signal.group(1)}" if signal else f"exit code {blamed.group(2)}"
+    return f"training process rank {blamed.group(1)} of {processes} failed ({how}); {tail}"

@@ -32,8 +32,8 @@ def train_launched(config: Config, triples: list[Triple], out_dir: Path, init_ad
     work = out_dir.with_name(out_dir.name + ".launch")
     shutil.rmtree(work, ignore_errors=True)
     training_folder.write_inputs(work, dump_config(config), triples)
-    training_folder.run_training(training_folder.train_command(
-        work, out_dir, init_adapter, launcher=config.cut.launcher, processes=config.cut.processes))
+    training_folder.launch_training(work, out_dir, init_adapter, launcher=config.cut.launcher,
+                                    processes=config.cut.processes)
     shutil.rmtree(work)
     return training_folder.read_result(out_dir)
 

@@ -89,6 +89,15 @@ def test_config_check_prints_resolved_defaults() -> None:
     assert resolved["rounds"] == 2
 
 
+def test_config_check_passes_the_gpu_config_as_shipped() -> None:
+    """configs/gpu.yaml is a starting point no GPU here runs: `config check` is what a user runs on it first."""
+    result = check(REPO / "configs" / "gpu.yaml")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["cut"]["lora"]["r"] <= resolved["sampler"]["max_lora_rank"]
+    assert resolved["cut"]["gradient_checkpointing"] is True and resolved["sampler"]["between_rounds"] == "sleep"
+
+
 def test_config_check_fails_naming_the_key(tmp_path: Path) -> None:
     result = check(write(tmp_path, {"judge": {"kind": "gpt"}}))
     assert result.returncode != 0

@@ -360,3 +360,56 @@ def test_the_baselines_and_dpo_train_to_completion_on_two_processes(tiny_model, 
     result = train_launched(config, triples, tmp_path / objective, None)
     assert result.processes == 2 and result.steps and (tmp_path / objective / "adapter_model.safetensors").is_file()
     assert len(result.pairs) == (8 if objective == "dpo" else 0)
+
+
+def test_a_training_process_that_dies_fails_the_step_naming_its_rank_and_the_rerun_trains(tiny_model, tmp_path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from tasks.training import train_launched
+    from cut.training_folder import LaunchError
+
+    triples = [Triple(f"What is {a} + 12?", "", f"{a + 12}", None) for a in range(10, 26)]
+    config = parse_config(
+        {"model": {"path": str(tiny_model)},
+         "cut": {"objective": "sft", "positive_ratio": None, "micro_batch_size": 1, "max_length": 64,
+                 "launcher": "accelerate", "processes": 2}},
+        "test",
+    )
+    outcome = {}
+
+    def launch() -> None:
+        try:
+            train_launched(config, triples, tmp_path / "adapter", None)
+        except LaunchError as exc:
+            outcome["error"] = str(exc)
+
+    def rank_one() -> psutil.Process | None:
+        for process in psutil.Process().children(recursive=True):
+            try:
+                if process.environ().get("RANK") == "1" and "online_cut.cli" in process.cmdline():
+                    return process
+            except psutil.Error:
+                continue
+        return None
+
+    launcher = threading.Thread(target=launch)
+    launcher.start()
+    deadline = time.monotonic() + 60
+    while (victim := rank_one()) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert victim is not None, "rank 1 never started"
+    time.sleep(2)  # into its imports (they take longer) or its steps: either way it dies mid-launch
+    os.kill(victim.pid, signal.SIGKILL)
+    launcher.join(120)
+    assert not launcher.is_alive()
+    assert "training process rank 1 of 2 failed" in outcome["error"] and "SIGKILL" in outcome["error"]
+    assert not (tmp_path / "adapter").exists()  # nothing half-written where the adapter goes
+    assert not [p for p in psutil.Process().children(recursive=True) if "online_cut.cli" in " ".join(p.cmdline())]
+
+    rerun = train_launched(config, triples, tmp_path / "adapter", None)  # the round's rerun
+    assert rerun.processes == 2 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()

