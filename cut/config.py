@@ -9,7 +9,8 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from formats.strict_model import StrictModel
+from cut.machines import read_machines
+from formats.strict_model import ExistingFile, StrictModel
 
 
 class LoraConfig(StrictModel):
@@ -156,7 +157,13 @@ class CutConfig(StrictModel):
         description="in-process: the flow's process trains; accelerate: `accelerate launch` runs "
         "`online-cut train` on `processes` processes (one per GPU, DDP)",
     )
-    processes: int = Field(1, ge=1, description="training processes for launcher accelerate")
+    processes: int = Field(1, ge=1, description="training processes for launcher accelerate (over every machine)")
+    accelerate_config: ExistingFile | None = Field(
+        None,
+        description="launcher accelerate on several machines: an accelerate config file (`accelerate config` writes "
+        "it; num_machines, machine_rank, main_process_ip, main_process_port, num_processes = processes), one per "
+        "machine at this path (cut/machines.py)",
+    )
     seed: int = Field(42, description="seed for sampling rows, LoRA init and dropout")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
@@ -172,4 +179,11 @@ class CutConfig(StrictModel):
     def _processes_need_accelerate(self) -> CutConfig:
         if self.processes > 1 and self.launcher != "accelerate":
             raise ValueError("processes > 1 needs launcher: accelerate")
+        if self.accelerate_config is not None:
+            if self.launcher != "accelerate":
+                raise ValueError("accelerate_config needs launcher: accelerate")
+            machines = read_machines(self.accelerate_config)
+            if machines.num_processes != self.processes:
+                raise ValueError(f"processes is {self.processes}, but accelerate_config {self.accelerate_config} "
+                                 f"starts num_processes {machines.num_processes}: make them agree")
         return self

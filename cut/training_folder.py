@@ -11,18 +11,23 @@ on a work pool's worker) gets its inputs and gives back its results.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cut.machines import read_machines
 from formats.triple_file import write_records
 
 if TYPE_CHECKING:  # torch comes with these
     from cut.data import Triple
     from cut.trainer import TrainResult
+
+log = logging.getLogger(__name__)
 
 TRIPLES_FILE = "triples.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -79,17 +84,27 @@ def read_result(out_dir: Path) -> TrainResult:
                        detection=detection and Detection(**detection), processes=summary["processes"])
 
 
-def train_command(work: Path, out_dir: Path, init_adapter: Path | None, *, launcher: str, processes: int) -> list[str]:
+def train_command(work: Path, out_dir: Path, init_adapter: Path | None, *, launcher: str, processes: int,
+                  accelerate_config: Path | None = None) -> list[str]:
     """`online-cut train` on the inputs in `work`, in `processes` processes when `launcher` is accelerate:
     `accelerate launch` where there are GPUs (a process a card); on a CPU, where `accelerate launch --cpu`
-    starts one process whatever it is asked for, torchrun, whose processes the trainer makes one gloo group."""
+    starts one process whatever it is asked for, torchrun, whose processes the trainer makes one gloo group.
+    With `accelerate_config`, this machine's share of the machines it describes (`cut.machines`)."""
     command = [sys.executable]
     if launcher == "accelerate":
         import torch
 
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and accelerate_config is not None:
+            command += ["-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
+        elif torch.cuda.is_available():
             command += ["-m", "accelerate.commands.launch", "--num_processes", str(processes),
                         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        elif accelerate_config is not None:
+            machines = read_machines(accelerate_config)
+            command += ["-m", "torch.distributed.run", "--nnodes", str(machines.num_machines),
+                        "--node_rank", str(machines.machine_rank), "--master_addr", machines.main_process_ip,
+                        "--master_port", str(machines.main_process_port),
+                        "--nproc_per_node", str(machines.processes_per_machine)]
         else:
             command += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     command += ["-m", "online_cut.cli", "train", "--triples", str(work / TRIPLES_FILE),
@@ -104,10 +119,15 @@ _FAILED_PROCESS = re.compile(r"rank\s*:\s*(\d+) \(local_rank: \d+\)\s*exitcode\s
 _SIGNAL = re.compile(r"Signal \d+ \((SIG\w+)\)")
 
 
-def launch_training(work: Path, out_dir: Path, init_adapter: Path | None, *, launcher: str, processes: int) -> None:
+def launch_training(work: Path, out_dir: Path, init_adapter: Path | None, *, launcher: str, processes: int,
+                    accelerate_config: Path | None = None) -> None:
     """Run `train_command` and wait for it; a failed launch raises `LaunchError` naming what failed."""
-    done = subprocess.run(train_command(work, out_dir, init_adapter, launcher=launcher, processes=processes),
-                          capture_output=True, text=True)
+    command = train_command(work, out_dir, init_adapter, launcher=launcher, processes=processes,
+                            accelerate_config=accelerate_config)
+    if accelerate_config is not None:
+        log.info("training on the machines of %s; each other machine runs, with its own file at that path: %s",
+                 accelerate_config, shlex.join(command))
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise LaunchError(failure_message(done.returncode, done.stderr, processes))
 

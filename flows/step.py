@@ -33,7 +33,8 @@ def _judge(config: Config, inputs: Path, outputs: Path) -> None:
 def _train(config: Config, inputs: Path, outputs: Path) -> None:
     init_adapter = inputs / INIT_ADAPTER
     training_folder.launch_training(inputs, outputs, init_adapter if init_adapter.is_dir() else None,
-                                    launcher=config.cut.launcher, processes=config.cut.processes)
+                                    launcher=config.cut.launcher, processes=config.cut.processes,
+                                    accelerate_config=config.cut.accelerate_config)
 
 
 STEPS: dict[str, Callable[[Config, Path, Path], None]] = {"judge": _judge, "train": _train}

@@ -33,7 +33,8 @@ def train_launched(config: Config, triples: list[Triple], out_dir: Path, init_ad
     shutil.rmtree(work, ignore_errors=True)
     training_folder.write_inputs(work, dump_config(config), triples)
     training_folder.launch_training(work, out_dir, init_adapter, launcher=config.cut.launcher,
-                                    processes=config.cut.processes)
+                                    processes=config.cut.processes,
+                                    accelerate_config=config.cut.accelerate_config)
     shutil.rmtree(work)
     return training_folder.read_result(out_dir)
 

@@ -413,3 +413,84 @@ def test_a_training_process_that_dies_fails_the_step_naming_its_rank_and_the_rer
 
     rerun = train_launched(config, triples, tmp_path / "adapter", None)  # the round's rerun
     assert rerun.processes == 2 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_two_machines_of_one_process_each_train_one_adapter_from_their_accelerate_configs(tiny_model, tmp_path) -> None:
+    """cut.accelerate_config on 2 'machines' on 127.0.0.1: the flow's train step launches machine 0, and the
+    other machine runs the command the step logs, with its own file (machine_rank 1) at the path."""
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    import yaml
+
+    from cut.training_folder import TRIPLES_FILE, train_command
+    from tasks.training import train_launched
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    files = []
+    for rank in (0, 1):
+        path = tmp_path / f"machine-{rank}" / "accelerate.yaml"
+        path.parent.mkdir()
+        path.write_text(yaml.safe_dump({"compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_GPU",
+                                        "num_machines": 2, "machine_rank": rank, "num_processes": 2,
+                                        "main_process_ip": "127.0.0.1", "main_process_port": port}))
+        files.append(path)
+    triples = [Triple(f"What is {a} + 12?", "", f"{a + 12}", None if a % 2 else f"Wrong: {a + 12}.") for a in range(10, 18)]
+    config = parse_config(
+        {"model": {"path": str(tiny_model)},
+         "cut": {"positive_ratio": None, "micro_batch_size": 2, "max_length": 64, "launcher": "accelerate",
+                 "processes": 2, "accelerate_config": str(files[0])}},
+        "test",
+    )
+    out_dir = tmp_path / "adapter"
+    launched = {}
+    machine_0 = threading.Thread(target=lambda: launched.update(result=train_launched(config, triples, out_dir, None)))
+    machine_0.start()
+    work = out_dir.with_name("adapter.launch")
+    deadline = time.monotonic() + 30
+    while not (work / TRIPLES_FILE).is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    other = train_command(work, out_dir, None, launcher="accelerate", processes=2, accelerate_config=files[1])
+    assert other[other.index("--node_rank") + 1] == "1" and other[other.index("--nproc_per_node") + 1] == "1"
+    machine_1 = subprocess.run(other, capture_output=True, text=True, timeout=120)
+    machine_0.join(120)
+    assert machine_1.returncode == 0, machine_1.stderr[-2000:]
+    result = launched["result"]
+    assert result.processes == 2 and result.rows == len(triples) and result.steps
+    assert (out_dir / "adapter_model.safetensors").is_file()
+
+
+def test_an_accelerate_config_that_disagrees_with_the_run_is_refused_naming_the_file_and_key(tmp_path) -> None:
+    from online_cut.config import ConfigError
+
+    machines = tmp_path / "accelerate.yaml"
+    machines.write_text("num_machines: 2\nmachine_rank: 0\nnum_processes: 4\nmain_process_ip: 10.0.0.1\n")
+    with pytest.raises(ConfigError, match="processes is 2, but accelerate_config .* starts num_processes 4"):
+        parse_config({"cut": {"launcher": "accelerate", "processes": 2, "accelerate_config": str(machines)}}, "test")
+    machines.write_text("num_machines: 2\nmachine_rank: 2\nnum_processes: 2\nmain_process_ip: 10.0.0.1\n")
+    with pytest.raises(ConfigError, match="machine_rank 2 is not below num_machines 2"):
+        parse_config({"cut": {"launcher": "accelerate", "processes": 2, "accelerate_config": str(machines)}}, "test")
+    machines.write_text("num_machines: 2\nnum_processes: 2\n")
+    with pytest.raises(ConfigError, match="main_process_ip must name the main machine"):
+        parse_config({"cut": {"launcher": "accelerate", "processes": 2, "accelerate_config": str(machines)}}, "test")
+    with pytest.raises(ConfigError, match="accelerate_config needs launcher: accelerate"):
+        parse_config({"cut": {"accelerate_config": str(machines)}}, "test")
+
+
+def test_on_gpus_the_accelerate_config_goes_to_accelerate_launch_as_it_is(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from cut.training_folder import train_command
+
+    machines = tmp_path / "accelerate.yaml"
+    machines.write_text("num_machines: 2\nmachine_rank: 1\nnum_processes: 16\nmain_process_ip: 10.0.0.1\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    command = train_command(tmp_path, tmp_path / "out", None, launcher="accelerate", processes=16,
+                            accelerate_config=machines)
+    launch = command.index("accelerate.commands.launch")
+    assert command[launch + 1: launch + 3] == ["--config_file", str(machines)]
+    assert "--num_processes" not in command and command[command.index("online_cut.cli") + 1] == "train"
