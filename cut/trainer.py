@@ -63,6 +63,7 @@ class TrainResult:
     pairs: list[tuple[int, int]] = field(default_factory=list)  # dpo: (chosen, rejected) indices into `triples`
     detection: Detection | None = None  # the contrast flags against the judges' spans; None: no row had a span
     processes: int = 1  # how many processes trained it together
+    process_index: int = 0  # this process's rank among them
 
 
 def load_lora_model(
@@ -217,7 +218,8 @@ def train(
     if accelerator.is_main_process:
         save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer, parent)
     return TrainResult(out_dir, metrics, flagged, first_scores, rows, dropped, accelerator.is_main_process,
-                       trained_pairs, detection(first_scores, visited), accelerator.num_processes)
+                       trained_pairs, detection(first_scores, visited), accelerator.num_processes,
+                       accelerator.process_index)
 
 
 def cut_micro_batch(model: torch.nn.Module, rows: list[TokenRow], config: CutConfig,

@@ -90,6 +90,9 @@ def train(
         result = train_adapter(cut_config, run_config.model.name_or_path(), loaded, out, init_adapter)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if result.processes > 1:
+        typer.echo(f"training process {result.process_index} of {result.processes}: {len(result.steps)} steps done"
+                   + ("; it writes the adapter" if result.main_process else ""), err=True)
     if not result.main_process:  # under `accelerate launch`, the main process writes and reports
         return
     training_folder.write_result(out, result, refinements=refinements,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,23 @@ def test_trained_adapter_loads_and_samples_in_vllm(tiny_model, cut_paper_iter1, 
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     assert int(sampled.stdout.split("TOKENS:", 1)[1].split()[0]) > 0
 
+
+
+@pytest.mark.slow
+def test_the_shipped_model_trains_on_two_processes_started_by_torchrun(shipped_model, cut_paper_iter1, tmp_path):
+    """Issue 40's bar, on the real model: `torchrun --nproc_per_node 2 -m online_cut.cli train` is one DDP
+    group of 2 (each process says so), and the main process alone writes the adapter (`make test-slow`)."""
+    config = write_config(tmp_path / "run.yaml", shipped_model, micro_batch_size=2, max_length=256, positive_ratio=None)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "online_cut.cli",
+         "train", "--triples", str(cut_paper_iter1), "--limit", "8", "--config", str(config), "--out",
+         str(tmp_path / "adapter")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = dict(re.findall(r"training process (\d) of 2: (\d+ steps done.*)", result.stderr))
+    steps = len((tmp_path / "adapter" / "metrics.jsonl").read_text().splitlines())
+    assert reports == {"0": f"{steps} steps done; it writes the adapter", "1": f"{steps} steps done"}
+    summary = json.loads((tmp_path / "adapter" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["rows"] > 0
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
