@@ -19,8 +19,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import artifacts, attempts
+from flows.people import judge_with_people
 from judges.base import Judge
 from judges.cache import StoreJudgmentCache
+from judges.human import PEOPLE
 from judges.openai_batch import StoreBatchLedger
 from online_cut.config import load_config
 from online_cut.logs import show_progress
@@ -38,17 +40,22 @@ from tasks.placement import check_pools
 # Its parameters are the run's live objects (store context, warm engine, judge), not user
 # input: nothing to validate, and their classes cannot be rebuilt from a served entry point.
 @flow(name="online-cut-round", flow_run_name="round-{round}", validate_parameters=False)
-def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge, round: int) -> bool:
-    """One round; returns whether its candidate was promoted."""
+def alignment_round(ctx: RunContext, sampler: Sampler, judge: Judge | None, round: int) -> bool:
+    """One round; returns whether its candidate was promoted. `judge` is the AI judge that judges at once (the
+    drafter where people review; None where people alone judge)."""
     started = time.perf_counter()
     state = steps.start_round(ctx, round)
     if state.gate_decision is None:
         earlier_s = sum(s or 0.0 for s in (state.sample_s, state.judge_s, state.refine_s, state.train_s, state.eval_s))
         steps.on_device(steps.sample)(ctx, sampler, round)
-        steps.judge(ctx, judge, round)
+        if ctx.config.judge.by_people:
+            judge_with_people(ctx, sampler, judge, round)
+        else:
+            steps.judge(ctx, judge, round)
         if ctx.config.cut.objective == "ilf":
             steps.on_device(steps.refine)(ctx, sampler, judge, round)
-        candidate = steps.on_device(steps.train)(ctx, sampler, round, judge.judge_id)
+        trained_on = PEOPLE if ctx.config.judge.by_people else judge.judge_id
+        candidate = steps.on_device(steps.train)(ctx, sampler, round, trained_on)
         scores = steps.on_device(steps.evaluate)(ctx, sampler, judge, round, candidate)
         # Steps finished by an earlier, interrupted attempt count toward the round's wall time.
         promoted = steps.promote(ctx, round, candidate, scores, time.perf_counter() - started + earlier_s)
@@ -81,7 +88,9 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     ctx = open_run(settings, run, Store.from_config(settings.storage))
     store = ctx.store
     judge = configured_judge(settings.judge, cache=StoreJudgmentCache(store), ledger=StoreBatchLedger(store))
-    logger.info("run %s: %d rounds of %s judged by %s", run, settings.rounds, ctx.base_model, judge.judge_id)
+    judged_by = ("people" if judge is None else
+                 f"people reviewing the drafts of {judge.judge_id}" if settings.judge.by_people else judge.judge_id)
+    logger.info("run %s: %d rounds of %s judged by %s", run, settings.rounds, ctx.base_model, judged_by)
     with open_sampler(settings.sampler, ctx.base_model, dtype=settings.model.dtype,
                       max_model_len=settings.model.max_model_len) as sampler:
         logger.info("sampler %s: %s", sampler.backend, sampler.reason)

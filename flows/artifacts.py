@@ -52,6 +52,11 @@ def round_row(ctx: RunContext, round: int) -> dict:
     detection = detections[0] if detections else {"precision": None, "recall": None, "f1": None}  # no span
     (truncated,) = ctx.store.query(
         "SELECT count(*) AS n FROM responses WHERE run = ? AND round = ? AND finish_reason = 'length'", [ctx.run, round])
+    judges = ctx.store.query(
+        "SELECT j.judge, count(*) AS n, count(*) FILTER (WHERE j.changed) AS changed, count(j.changed) AS reviewed "
+        "FROM judgments j JOIN responses r USING (response_id) WHERE r.run = ? AND r.round = ? GROUP BY ALL "
+        "ORDER BY j.judge", [ctx.run, round])
+    reviewed = sum(j["reviewed"] for j in judges)
     return {
         "round": round,
         "samples": summary["responses"],
@@ -62,6 +67,8 @@ def round_row(ctx: RunContext, round: int) -> dict:
         "fingerprint_mean_abs": summary["fingerprint_mean_abs"],
         "engine_noise": check["noise_mean_abs"],
         "adapter_check": check["verdict"],
+        "judged_by": ", ".join(f"{j['judge']} ({j['n']})" for j in judges),  # people as human:<name>
+        "drafts_changed": sum(j["changed"] for j in judges) if reviewed else None,  # review: drafts people changed
         "positive_share": summary["positive_share"],
         "judge_failures": summary["failed"],
         "judge_cost_usd": summary["judge_cost_usd"],

@@ -39,7 +39,7 @@ from prefect.states import Crashed
 
 RUN_TAG = "run:"  # + the alignment run's name
 PROCESS_TAG = "process:"  # + "<host>:<pid>" of the process running the attempt
-UNFINISHED = [StateType.RUNNING, StateType.PENDING]
+UNFINISHED = [StateType.RUNNING, StateType.PENDING, StateType.PAUSED]  # paused: a round waiting for people
 ZOMBIE_AUTOMATION = "online-cut: crash flow runs without heartbeats"
 
 

@@ -12,10 +12,33 @@ from judges.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, check_te
 from formats.strict_model import StrictModel
 
 
-class JudgeConfig(StrictModel):
-    kind: Literal["rule", "openai", "local"] = Field(
-        "rule", description="rule: checkable tasks; openai: any OpenAI-compatible server; local: a local critic"
+DEFAULT_GUIDELINES = """\
+Judge each response to its instruction. **Positive**: acceptable as it is. **Negative**: write what is
+wrong, in a sentence or two, as you would tell the writer; copy the wrong parts of the response into
+*wrong parts*, one per line, so that training can push exactly those down. A score (1 useless, 10
+perfect) is optional."""
+
+
+class PeopleConfig(StrictModel):
+    """How people judge (`kind: human | review`): in the Prefect UI, a form per page of responses."""
+
+    page_size: int = Field(5, ge=1, le=50, description="responses per form")
+    guidelines: str = Field(DEFAULT_GUIDELINES, min_length=1, description="markdown shown above every form")
+    timeout_s: float = Field(
+        86400.0, gt=0, description="how long a round waits for each form; then the run stops and a rerun asks again",
     )
+    poll_s: float = Field(10.0, gt=0, description="how often the waiting round asks the Prefect server for an answer")
+
+
+class JudgeConfig(StrictModel):
+    kind: Literal["rule", "openai", "local", "human", "review"] = Field(
+        "rule", description="rule: checkable tasks; openai: any OpenAI-compatible server; local: a local critic; "
+        "human: people judge in the Prefect UI; review: the `drafter` judge drafts, people accept or correct"
+    )
+    drafter: Literal["rule", "openai", "local"] = Field(
+        "rule", description="kind review: the AI judge whose drafts people review (its settings are this section's)",
+    )
+    people: PeopleConfig = Field(default_factory=PeopleConfig)
     rule: Literal["addition", "format", "sums"] = Field("addition", description="the rule critic for kind 'rule'")
     model: str = Field("gpt-4o", description="model name sent to the OpenAI-compatible server")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; None is api.openai.com")
@@ -69,6 +92,17 @@ class JudgeConfig(StrictModel):
         None, description="kind local: the critic's Hugging Face folder; None: the shipped model"
     )
     critic_kv_cache_mib: int = Field(256, ge=16, description="kind local: the critic engine's KV cache, in MiB")
+
+    @property
+    def by_people(self) -> bool:
+        """People give the judgments the round trains on (kinds human and review)."""
+        return self.kind in ("human", "review")
+
+    def drafting(self) -> JudgeConfig | None:
+        """The AI judge that judges at once: this config, the drafter's under review, None for people alone."""
+        if self.kind == "human":
+            return None
+        return self.model_copy(update={"kind": self.drafter}) if self.kind == "review" else self
 
     @model_validator(mode="after")
     def _batch_needs_openai(self) -> JudgeConfig:

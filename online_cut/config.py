@@ -162,6 +162,21 @@ class Config(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _people_judge_in_the_flow(self) -> Config:
+        if not self.judge.by_people:
+            return self
+        if self.placement.judge is not None:
+            raise ValueError(f"judge.kind {self.judge.kind} with placement.judge: people answer the round's own form "
+                             "in the Prefect UI; leave placement.judge unset")
+        if self.cut.objective == "ilf":
+            raise ValueError(f"judge.kind {self.judge.kind} with cut.objective ilf: ilf has its refinements judged at "
+                             "once, within the round; people cannot be asked mid-step")
+        if self.judge.kind == "human" and self.evaluation.file is not None:
+            raise ValueError("judge.kind human with evaluation.file: the file is scored by the run's judge every round; "
+                             "use kind review (its drafter scores it) or a suite")
+        return self
+
+    @model_validator(mode="after")
     def _adapters_fit_the_lora_engine(self) -> Config:
         if self.sampler.backend in ("auto", "vllm-lora") and self.cut.lora.r > self.sampler.max_lora_rank:
             fitting = next((rank for rank in VLLM_LORA_RANKS if rank >= self.cut.lora.r), None)

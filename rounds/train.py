@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from cut.fingerprint import read_fingerprint
+from judges.human import judged_by
 from online_cut.config import Config
 from rounds.context import RunContext
 from rounds.refine import ilf_triples
@@ -32,11 +33,11 @@ class Trainer(Protocol):
 
 
 def training_triples(ctx: RunContext, round: int, judge_id: str) -> list[records.Triple]:
-    """The round's triples by this judge, plus `replay.share` as many drawn from the run's earlier rounds.
+    """The round's triples by this judge (`PEOPLE`: by any person), plus `replay.share` as many drawn from the run's earlier rounds.
 
     The draw is seeded by run and round, so a resumed round trains on the same set.
     """
-    judged = [t for t in ctx.store.triples(ctx.run) if t.judge == judge_id and t.round <= round]
+    judged = [t for t in ctx.store.triples(ctx.run) if judged_by(t.judge, judge_id) and t.round <= round]
     own = [t for t in judged if t.round == round]
     earlier = [t for t in judged if t.round < round]
     replayed = min(len(earlier), int(ctx.config.replay.share * len(own) + 0.5))

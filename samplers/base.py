@@ -221,6 +221,10 @@ class Sampler(ABC):
     def pause(self) -> None:
         """Called while the trainer runs; `between_rounds` in the config says what to free."""
 
+    def release(self) -> None:
+        """Free the engine now, whatever `between_rounds` says (people may take hours to judge); the next
+        attach or sample starts it again."""
+
     @abstractmethod
     def close(self) -> None:
         """Stop the engine and remove temporary files."""

@@ -184,13 +184,16 @@ class VllmInProcessSampler(Sampler):
 
     def pause(self) -> None:
         if self.config.between_rounds == "release":
-            self._shutdown()
+            self.release()
         elif self.config.between_rounds == "sleep":
             if self._sleep_mode():
                 self._engine().sleep(level=1)
                 self._asleep = True
             else:
                 log.info("vLLM sleep mode is not available on this platform: the engine stays warm")
+
+    def release(self) -> None:
+        self._shutdown()
 
     def close(self) -> None:
         self._shutdown()

@@ -401,9 +401,19 @@ def m011_detections(db: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def m012_reviews(db: duckdb.DuckDBPyConnection) -> None:
+    """A person's judgment made by reviewing an AI judge's draft (`judge.kind: review`): the draft's judge,
+    and whether the person changed it (the draft stays stored under its own judge)."""
+    db.execute("""
+        ALTER TABLE judgments ADD COLUMN draft_judge VARCHAR;
+        ALTER TABLE judgments ADD COLUMN changed BOOLEAN;
+    """)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     m001_initial, m002_views, m003_triples_score, m004_dpo_steps, m005_judge_batches, m006_refinements,
     m007_adapter_checks, m008_step_seconds, m009_adapter_check_verdicts, m010_judgment_spans, m011_detections,
+    m012_reviews,
 ]
 
 

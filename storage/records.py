@@ -74,6 +74,8 @@ class Judgment(Record):
     latency_s: float | None = None
     error: str | None = Field(None, description="why a failed judgment failed")
     spans: list[Span] = Field(default_factory=list, description="the parts blamed, kept in `judgment_spans`")
+    draft_judge: str | None = Field(None, description="a person's review: the judge whose draft was reviewed")
+    changed: bool | None = Field(None, description="a person's review: whether it changed the draft")
 
     @model_validator(mode="after")
     def _verdict_has_its_text(self) -> Judgment:

@@ -11,7 +11,12 @@ from judges.factory import build_judge
 from judges.openai_batch import BatchLedger
 
 
-def configured_judge(config: JudgeConfig, cache: JudgmentCache | None = None, ledger: BatchLedger | None = None) -> Judge:
+def configured_judge(config: JudgeConfig, cache: JudgmentCache | None = None,
+                     ledger: BatchLedger | None = None) -> Judge | None:
+    """The AI judge that judges at once (the drafter under `kind: review`); None where people alone judge."""
+    config = config.drafting()
+    if config is None:
+        return None
     api_key = _prefect_secret_reader(config.api_key_secret) if config.api_key_secret else None
     critic_path = None
     if config.kind == "local" and config.critic_path is None:

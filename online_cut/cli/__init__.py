@@ -7,6 +7,7 @@ import typer
 
 from online_cut.cli import detection, flow, judge, sample, train
 from online_cut.cli.adapters import adapters_app
+from online_cut.cli.annotate import annotate_app
 from online_cut.cli.judges import judges_app
 from online_cut.cli.setup import config_app, model_app
 from online_cut.cli.store import store_app
@@ -22,6 +23,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(store_app)  # import, export, sql
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(judges_app, name="judges")
+app.add_typer(annotate_app, name="annotate")
 app.command("judge")(judge.judge)
 app.command("train")(train.train)
 app.command("check-detection")(detection.check_detection)

@@ -129,6 +129,11 @@ def experiment(
     Rerun with the same --name (and --repeats) to continue an interrupted experiment.
     """
     _checked(config)
+    from online_cut.config import load_config
+
+    if load_config(config).judge.by_people:
+        raise fail("an experiment compares objectives over many rounds and repeats: its judge must judge at once "
+                   "(judge.kind rule, openai or local), not people")
     unknown = sorted(set(objectives or ()) - set(OBJECTIVES))
     if unknown:
         raise fail(f"--objective: unknown {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")

@@ -68,6 +68,9 @@ def judge(
         judge_config = judge_config.model_validate({**judge_config.model_dump(), **overrides})
     except ValidationError as exc:
         raise fail("; ".join(f"judge.{'.'.join(map(str, e['loc'])) or 'mode'}: {e['msg']}" for e in exc.errors())) from None
+    if judge_config.kind == "human":
+        raise fail("judge.kind human: people judge in a run's Prefect UI, or judge a file and bring it in with "
+                   "`online-cut annotate import`; this command runs an AI judge")
     if judge_config.mode == "batch" and db is None:
         raise fail("--mode batch needs --db: the batch is recorded there, so a rerun polls it instead of paying again")
     records, items = _read_records(file)

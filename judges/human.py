@@ -1,0 +1,179 @@
+"""People as judges (`judge.kind: human | review`): a page of responses as a form, and a person's
+answers to it checked and turned into judgments (flows/people.py asks for them in the Prefect UI;
+`online-cut annotate import` reads them from a file).
+
+A person's judgments are stored under `human:<their name>`; the round trains on every person's
+(`judged_by(judge, PEOPLE)`). In review mode each response comes with the AI judge's draft, the
+form is filled in with it, and what the person submits is stored beside the draft, with whether
+it changed anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from formats.spans import MAX_QUOTE_CHARS, MAX_SPANS, SpanQuote, locate
+from judges.judgment import JudgeItem, Judgment
+
+PEOPLE = "human"  # the judge id a round of people trains on: every `human:<name>`
+ANNOTATOR = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_JUDGMENT_CHARS = 4000
+
+
+def person(annotator: str) -> str:
+    """The judge id a person's judgments are stored under."""
+    return f"{PEOPLE}:{annotator}"
+
+
+def judged_by(judge: str, selector: str) -> bool:
+    """Whether a judgment stored under `judge` is one the round's `selector` trains on: the same judge, or, for
+    `PEOPLE`, any person."""
+    return judge == selector or (selector == PEOPLE and judge.startswith(PEOPLE + ":"))
+
+
+class PageRefused(ValueError):
+    """A page's answers that cannot be stored as they are; `reasons` say what to change, per response."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a person said of one response."""
+
+    verdict: str
+    judgment: str
+    score: int | None
+    quotes: list[str]
+
+
+def form_fields(page: list[JudgeItem], drafts: dict[str, Judgment], filled: dict[str, Any] | None,
+                annotator: str | None) -> dict[str, Any]:
+    """The form's fields (pydantic field definitions: name → (type, FieldInfo)) for a page of responses, numbered
+    from 1, each given what the person last submitted (`filled`), else the draft, else nothing."""
+    fields: dict[str, Any] = {
+        "annotator": (str, Field(annotator or ..., pattern=ANNOTATOR, title="your name",
+                                 description="your judgments are stored as human:<name>")),
+    }
+    for number, item in enumerate(page, 1):
+        draft = drafts.get(item.response_id)
+        start = _from_draft(draft) if draft is not None else {}
+        start |= {key[: -len(f"_{number}")]: value for key, value in (filled or {}).items()
+                  if key.endswith(f"_{number}")}
+        fields |= {
+            f"verdict_{number}": (Literal["positive", "negative"],
+                                  Field(start.get("verdict", ...), title=f"{number}. verdict")),
+            f"judgment_{number}": (str, Field(start.get("judgment", ""), max_length=MAX_JUDGMENT_CHARS,
+                                              title=f"{number}. judgment",
+                                              description="what is wrong (required when negative)")),
+            f"score_{number}": (int | None, Field(start.get("score"), ge=1, le=10, title=f"{number}. score",
+                                                  description="optional, 1 (useless) to 10 (perfect)")),
+            f"quotes_{number}": (str, Field(start.get("quotes", ""), max_length=MAX_SPANS * (MAX_QUOTE_CHARS + 1),
+                                            title=f"{number}. wrong parts",
+                                            description="optional: the wrong parts, copied from the response, "
+                                            "one per line")),
+        }
+    return fields
+
+
+def _from_draft(draft: Judgment) -> dict[str, Any]:
+    """The form's fields as the draft fills them: its score only where it is on the form's 1–10 scale (a rule
+    critic's is the share of parts right)."""
+    on_scale = (draft.score is not None and not draft.judge_id.startswith("rule:") and float(draft.score).is_integer()
+                and 1 <= draft.score <= 10)
+    score = int(draft.score) if on_scale else None
+    return {"verdict": draft.verdict, "judgment": draft.judgment or "", "score": score,
+            "quotes": "\n".join(span.quote for span in draft.spans)}
+
+
+def page_description(page: list[JudgeItem], drafts: dict[str, Judgment], guidelines: str, title: str,
+                     refused: list[str]) -> str:
+    """The form's markdown: its title (run, round, page), the guidelines, why the last answer was refused, and
+    each instruction and response as text (a response's markdown, links, images or HTML are shown, never rendered)."""
+    parts = [f"## {_plain(title)}", guidelines.strip()]
+    if refused:
+        parts.append("**Your last answer was not stored:**\n\n" + "\n".join(f"- {_plain(r)}" for r in refused))
+    for number, item in enumerate(page, 1):
+        parts.append(f"---\n\n### {number}. Instruction\n\n{_verbatim(item.instruction)}")
+        if item.input:
+            parts.append(f"Input:\n\n{_verbatim(item.input)}")
+        parts.append(f"**Response {number}**\n\n{_verbatim(item.response)}")
+        draft = drafts.get(item.response_id)
+        if draft is not None:
+            parts.append(f"Draft by {_plain(draft.judge_id)}: **{draft.verdict}**\n\n{_verbatim(draft.judgment or '')}")
+    return "\n\n".join(parts) + "\n"
+
+
+def _verbatim(text: str) -> str:
+    """`text` as a fenced code block, its fence longer than any run of backticks inside: shown as it is."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _plain(text: str) -> str:
+    """One line of text with markdown's and HTML's special characters escaped."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~])", r"\\\1", " ".join(text.split()))
+
+
+def answers_of(page: list[JudgeItem], submitted: dict[str, Any]) -> tuple[str, list[Answer]]:
+    """The annotator and each response's answer from a submitted form (its fields as `form_fields` names them)."""
+    answers = []
+    for number in range(1, len(page) + 1):
+        quotes = [line.strip() for line in str(submitted.get(f"quotes_{number}") or "").splitlines() if line.strip()]
+        answers.append(Answer(str(submitted.get(f"verdict_{number}") or ""),
+                              str(submitted.get(f"judgment_{number}") or "").strip(),
+                              submitted.get(f"score_{number}"), quotes))
+    return str(submitted.get("annotator") or "").strip(), answers
+
+
+def page_judgments(page: list[JudgeItem], annotator: str, answers: list[Answer]) -> list[Judgment]:
+    """The judgments a person gave a page, one per response, or `PageRefused` naming every answer to change:
+    nothing of a refused page is stored."""
+    reasons = []
+    if not re.fullmatch(ANNOTATOR, annotator):
+        reasons.append(f"your name {annotator!r}: letters, digits, '.', '_' or '-', at most 64")
+    judgments = []
+    for number, (item, answer) in enumerate(zip(page, answers, strict=True), 1):
+        problems = _problems(item, answer)
+        reasons += [f"response {number}: {problem}" for problem in problems]
+        if not problems and not reasons:
+            spans = tuple(locate(item.response, [SpanQuote(quote=q) for q in answer.quotes]))
+            judgments.append(Judgment(status="ok", verdict=answer.verdict, judgment=answer.judgment or None,
+                                      score=answer.score, spans=spans, judge_id=person(annotator)))
+    if reasons:
+        raise PageRefused(reasons)
+    return judgments
+
+
+def _problems(item: JudgeItem, answer: Answer) -> list[str]:
+    problems = []
+    if answer.verdict not in ("positive", "negative"):
+        problems.append(f"the verdict must be positive or negative, not {answer.verdict!r}")
+    if answer.verdict == "negative" and not answer.judgment:
+        problems.append("a negative verdict needs the judgment: what is wrong")
+    if len(answer.judgment) > MAX_JUDGMENT_CHARS:
+        problems.append(f"the judgment has {len(answer.judgment)} characters, more than {MAX_JUDGMENT_CHARS}")
+    if answer.score is not None and not (isinstance(answer.score, int) and 1 <= answer.score <= 10):
+        problems.append(f"the score must be a whole number from 1 to 10, not {answer.score!r}")
+    if answer.verdict == "positive" and answer.quotes:
+        problems.append("a positive verdict blames nothing: leave its wrong parts empty")
+    if len(answer.quotes) > MAX_SPANS:
+        problems.append(f"{len(answer.quotes)} wrong parts, more than {MAX_SPANS}")
+    for quote in answer.quotes:
+        if len(quote) > MAX_QUOTE_CHARS:
+            problems.append(f"a wrong part of {len(quote)} characters, more than {MAX_QUOTE_CHARS}")
+        elif not locate(item.response, [SpanQuote(quote=quote)])[0].located:
+            problems.append(f"the wrong part {quote!r} is not in the response")
+    return problems
+
+
+def changed(draft: Judgment, final: Judgment) -> bool:
+    """Whether a reviewer changed the draft: its verdict, words, score or blamed parts."""
+    return ((draft.verdict, (draft.judgment or "").strip(), _from_draft(draft)["score"], [s.quote for s in draft.spans])
+            != (final.verdict, final.judgment or "", final.score, [s.quote for s in final.spans]))
