@@ -14,6 +14,7 @@ again.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -49,28 +50,32 @@ def judge_with_people(ctx: RunContext, sampler: Sampler, drafter: Judge | None, 
     started = time.perf_counter()
     if drafter is not None:
         judging.judge_unjudged(ctx, drafter, round)
-    items = judging.unjudged_items(ctx, round, PEOPLE)
     drafts = {} if drafter is None else _drafts(ctx, round, drafter.judge_id)
     people = ctx.config.judge.people
-    pages = [items[start : start + people.page_size] for start in range(0, len(items), people.page_size)]
     judged_before = _judged_by_people(ctx, round)
+    items = judging.unjudged_items(ctx, round, PEOPLE)
     total = judged_before + len(items)
     progress = create_progress_artifact(100.0 * judged_before / max(total, 1), _sync=True,
                                         description=f"round {round}: responses judged by people, of {total}")
-    if pages:
-        sampler.release()  # no engine waits beside people
-        log.info("round %d: %d responses for people to judge, %d pages of at most %d, in the Prefect UI",
-                 round, len(items), len(pages), people.page_size)
-    stored, annotator = 0, None
-    for number, page in enumerate(pages, 1):
-        judgments, annotator = _ask(ctx, round, page, drafts, number, len(pages), annotator)
-        stored += ctx.store.add_judgments(judgments)
-        update_progress_artifact(progress, 100.0 * (judged_before + stored) / total, _sync=True)
-        log.info("round %d: page %d of %d judged by %s", round, number, len(pages), annotator)
+    if items:
+        sampler.release()  # no engine waits beside people: neither the sampler's
+        if drafter is not None:
+            drafter.close()  # nor a local critic's
+        log.info("round %d: %d responses for people to judge, in pages of at most %d, in the Prefect UI",
+                 round, len(items), people.page_size)
+    annotator, number = None, 0
+    while items:  # asked again before each page: an `annotate import` meanwhile may have judged some
+        number += 1
+        pages = number - 1 + math.ceil(len(items) / people.page_size)
+        judgments, annotator = _ask(ctx, round, items[: people.page_size], drafts, number, pages, annotator)
+        ctx.store.add_judgments(judgments)
+        update_progress_artifact(progress, 100.0 * _judged_by_people(ctx, round) / total, _sync=True)
+        log.info("round %d: page %d of %d judged by %s", round, number, pages, annotator)
+        items = judging.unjudged_items(ctx, round, PEOPLE)
     if drafter is not None:
         publish_review_agreement(ctx, round, drafter.judge_id)
     ctx.store.record_round_step(ctx.run, round, "judge", time.perf_counter() - started)
-    return stored
+    return _judged_by_people(ctx, round) - judged_before
 
 
 def publish_review_agreement(ctx: RunContext, round: int, drafter: str) -> None:
@@ -103,20 +108,21 @@ def _ask(ctx: RunContext, round: int, page: list[JudgeItem], drafts: dict[str, J
         form._description = page_description(page, drafts, people.guidelines,
                                              f"Run {ctx.run}, round {round}: page {number} of {pages}", refused)
         try:
-            submitted = pause_flow_run(wait_for_input=form, timeout=int(people.timeout_s),
+            submitted = pause_flow_run(wait_for_input=form, timeout=math.ceil(people.timeout_s),
                                        poll_interval=people.poll_s, key=f"round-{round}-page-{number}-{attempt}")
         except FlowPauseTimeout:
             raise NobodyAnswered(
                 f"round {round}: page {number} of {pages} had no answer within {people.timeout_s:g} s "
                 "(judge.people.timeout_s); the pages answered before it are stored: run again to continue"
             ) from None
-        except ValidationError as exc:  # Prefect validates the input only after the resume
+        except ValidationError as exc:  # the server checked the schema; loading it checks the types again
             refused = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            log.warning("round %d: page %d refused: %s", round, number, "; ".join(refused))
             continue
         filled = submitted.model_dump()
         annotator, answers = answers_of(page, filled)
         try:
-            judgments = page_judgments(page, annotator, answers)
+            judgments = page_judgments(page, annotator, answers, drafts)
         except PageRefused as exc:
             refused = exc.reasons
             log.warning("round %d: page %d refused: %s", round, number, exc)
@@ -145,6 +151,7 @@ def _drafts(ctx: RunContext, round: int, drafter: str) -> dict[str, Judgment]:
 
 def _judged_by_people(ctx: RunContext, round: int) -> int:
     (row,) = ctx.store.query(
-        "SELECT count(*) AS n FROM judgments j JOIN responses r USING (response_id) WHERE r.run = ? AND r.round = ? "
+        "SELECT count(DISTINCT j.response_id) AS n FROM judgments j JOIN responses r USING (response_id) "
+        "WHERE r.run = ? AND r.round = ? "
         "AND starts_with(j.judge, ?) AND j.verdict <> 'failed'", [ctx.run, round, f"{PEOPLE}:"])
     return row["n"]

@@ -21,7 +21,7 @@ class Agreement:
     n: int  # responses both judges judged
     agreed: int  # of them, with the same verdict
     kappa: float | None  # None where chance agreement is 1 (both judges gave one verdict throughout)
-    kappa_low: float | None  # the 95 % interval
+    kappa_low: float | None  # the 95 % interval, within [-1, 1]
     kappa_high: float | None
     confusion: dict[tuple[str, str], int]  # (verdict of a, verdict of b): responses
     scored: int  # responses both judges scored
@@ -45,7 +45,7 @@ def agreement(pairs: list[tuple[str, str]], scores: list[tuple[float, float]] = 
         if chance < 1:
             kappa = (observed - chance) / (1 - chance)
             error = math.sqrt(observed * (1 - observed) / n) / (1 - chance)
-            low, high = kappa - Z_95 * error, kappa + Z_95 * error
+            low, high = max(-1.0, kappa - Z_95 * error), min(1.0, kappa + Z_95 * error)
     return Agreement(n, agreed, kappa, low, high, {(a, b): confusion[(a, b)] for a in VERDICTS for b in VERDICTS},
                      len(scores), spearman(scores))
 

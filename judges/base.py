@@ -31,6 +31,9 @@ class Judge(ABC):
         self.cache = cache
         self._group_commit: GroupCommit | None = None  # the running `judge_many`'s writer
 
+    def close(self) -> None:
+        """Free what the judge holds (a local critic's engine); it starts again when next asked."""
+
     async def judge_many(self, items: Sequence[JudgeItem], progress: Progress | None = None) -> list[Judgment]:
         progress = progress or _no_progress
         keys = [item_key(item) for item in items]

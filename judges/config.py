@@ -25,7 +25,7 @@ class PeopleConfig(StrictModel):
     page_size: int = Field(5, ge=1, le=50, description="responses per form")
     guidelines: str = Field(DEFAULT_GUIDELINES, min_length=1, description="markdown shown above every form")
     timeout_s: float = Field(
-        86400.0, gt=0, description="how long a round waits for each form; then the run stops and a rerun asks again",
+        86400.0, ge=1, description="how long a round waits for each form; then the run stops and a rerun asks again",
     )
     poll_s: float = Field(10.0, gt=0, description="how often the waiting round asks the Prefect server for an answer")
 
@@ -106,8 +106,10 @@ class JudgeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _batch_needs_openai(self) -> JudgeConfig:
-        if self.mode == "batch" and self.kind != "openai":
-            raise ValueError(f"mode batch needs kind openai (the Batch API); kind is {self.kind!r}")
+        judging = self.drafting()
+        if self.mode == "batch" and (judging is None or judging.kind != "openai"):
+            raise ValueError(f"mode batch needs kind openai, or review with drafter openai (the Batch API); kind is "
+                             f"{self.kind!r}" + (f", drafter {self.drafter!r}" if self.kind == "review" else ""))
         return self
 
     @field_validator("api_key_env")

@@ -82,6 +82,11 @@ def form_fields(page: list[JudgeItem], drafts: dict[str, Judgment], filled: dict
     return fields
 
 
+def draft_quotes(draft: Judgment) -> str:
+    """The wrong-parts field as the draft fills it: its quotes, one a line."""
+    return "\n".join(" ".join(span.quote.split()) for span in draft.spans)
+
+
 def _from_draft(draft: Judgment) -> dict[str, Any]:
     """The form's fields as the draft fills them: its score only where it is on the form's 1–10 scale (a rule
     critic's is the share of parts right)."""
@@ -89,7 +94,7 @@ def _from_draft(draft: Judgment) -> dict[str, Any]:
                 and 1 <= draft.score <= 10)
     score = int(draft.score) if on_scale else None
     return {"verdict": draft.verdict, "judgment": draft.judgment or "", "score": score,
-            "quotes": "\n".join(span.quote for span in draft.spans)}
+            "quotes": draft_quotes(draft)}
 
 
 def page_description(page: list[JudgeItem], drafts: dict[str, Judgment], guidelines: str, title: str,
@@ -132,26 +137,31 @@ def answers_of(page: list[JudgeItem], submitted: dict[str, Any]) -> tuple[str, l
     return str(submitted.get("annotator") or "").strip(), answers
 
 
-def page_judgments(page: list[JudgeItem], annotator: str, answers: list[Answer]) -> list[Judgment]:
+def page_judgments(page: list[JudgeItem], annotator: str, answers: list[Answer],
+                   drafts: dict[str, Judgment] | None = None) -> list[Judgment]:
     """The judgments a person gave a page, one per response, or `PageRefused` naming every answer to change:
-    nothing of a refused page is stored."""
+    nothing of a refused page is stored. Where a person kept a draft's wrong parts as the form gave them, the
+    draft's spans are kept as the drafter placed them (a repeated quote stays where it was blamed)."""
     reasons = []
     if not re.fullmatch(ANNOTATOR, annotator):
         reasons.append(f"your name {annotator!r}: letters, digits, '.', '_' or '-', at most 64")
     judgments = []
     for number, (item, answer) in enumerate(zip(page, answers, strict=True), 1):
-        problems = _problems(item, answer)
+        draft = (drafts or {}).get(item.response_id)
+        kept = draft is not None and answer.quotes and "\n".join(answer.quotes) == draft_quotes(draft)
+        problems = _problems(item, answer, check_quotes=not kept)
         reasons += [f"response {number}: {problem}" for problem in problems]
         if not problems and not reasons:
-            spans = tuple(locate(item.response, [SpanQuote(quote=q) for q in answer.quotes]))
+            spans = draft.spans if kept else tuple(locate(item.response, [SpanQuote(quote=q) for q in answer.quotes]))
             judgments.append(Judgment(status="ok", verdict=answer.verdict, judgment=answer.judgment or None,
-                                      score=answer.score, spans=spans, judge_id=person(annotator)))
+                                      score=None if answer.score is None else int(answer.score), spans=spans,
+                                      judge_id=person(annotator)))
     if reasons:
         raise PageRefused(reasons)
     return judgments
 
 
-def _problems(item: JudgeItem, answer: Answer) -> list[str]:
+def _problems(item: JudgeItem, answer: Answer, check_quotes: bool = True) -> list[str]:
     problems = []
     if answer.verdict not in ("positive", "negative"):
         problems.append(f"the verdict must be positive or negative, not {answer.verdict!r}")
@@ -159,13 +169,13 @@ def _problems(item: JudgeItem, answer: Answer) -> list[str]:
         problems.append("a negative verdict needs the judgment: what is wrong")
     if len(answer.judgment) > MAX_JUDGMENT_CHARS:
         problems.append(f"the judgment has {len(answer.judgment)} characters, more than {MAX_JUDGMENT_CHARS}")
-    if answer.score is not None and not (isinstance(answer.score, int) and 1 <= answer.score <= 10):
+    if answer.score is not None and not (_whole(answer.score) and 1 <= answer.score <= 10):
         problems.append(f"the score must be a whole number from 1 to 10, not {answer.score!r}")
     if answer.verdict == "positive" and answer.quotes:
         problems.append("a positive verdict blames nothing: leave its wrong parts empty")
     if len(answer.quotes) > MAX_SPANS:
         problems.append(f"{len(answer.quotes)} wrong parts, more than {MAX_SPANS}")
-    for quote in answer.quotes:
+    for quote in answer.quotes if check_quotes else ():
         if len(quote) > MAX_QUOTE_CHARS:
             problems.append(f"a wrong part of {len(quote)} characters, more than {MAX_QUOTE_CHARS}")
         elif not locate(item.response, [SpanQuote(quote=quote)])[0].located:
@@ -173,7 +183,15 @@ def _problems(item: JudgeItem, answer: Answer) -> list[str]:
     return problems
 
 
+def _whole(score: object) -> bool:
+    """A whole number, as a spreadsheet writes it too (3.0), not a boolean."""
+    return isinstance(score, (int, float)) and not isinstance(score, bool) and float(score).is_integer()
+
+
 def changed(draft: Judgment, final: Judgment) -> bool:
-    """Whether a reviewer changed the draft: its verdict, words, score or blamed parts."""
-    return ((draft.verdict, (draft.judgment or "").strip(), _from_draft(draft)["score"], [s.quote for s in draft.spans])
-            != (final.verdict, final.judgment or "", final.score, [s.quote for s in final.spans]))
+    """Whether a reviewer changed the draft: its verdict, words, score or blamed parts (where they lie)."""
+    def parts(judgment: Judgment) -> list[tuple]:
+        return [(span.quote, span.start, span.end) for span in judgment.spans]
+
+    return ((draft.verdict, (draft.judgment or "").strip(), _from_draft(draft)["score"], parts(draft))
+            != (final.verdict, final.judgment or "", final.score, parts(final)))

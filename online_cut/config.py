@@ -193,7 +193,8 @@ class Config(StrictModel):
     def _register_secrets(self) -> Config:
         """The key the judge will read and credentials inside URLs are scrubbed from all this process
         stores and logs (storage/redact.py), whatever the variable is called."""
-        if self.judge.kind == "openai":
+        judging = self.judge.drafting()
+        if judging is not None and judging.kind == "openai":
             register_secret(os.environ.get(self.judge.api_key_env))
         for _, url in self.urls():
             for credential in url_credentials(url):

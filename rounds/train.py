@@ -33,11 +33,16 @@ class Trainer(Protocol):
 
 
 def training_triples(ctx: RunContext, round: int, judge_id: str) -> list[records.Triple]:
-    """The round's triples by this judge (`PEOPLE`: by any person), plus `replay.share` as many drawn from the run's earlier rounds.
+    """The round's triples by this judge (`PEOPLE`: by any person; a response two people judged, by the first),
+    plus `replay.share` as many drawn from the run's earlier rounds.
 
     The draw is seeded by run and round, so a resumed round trains on the same set.
     """
     judged = [t for t in ctx.store.triples(ctx.run) if judged_by(t.judge, judge_id) and t.round <= round]
+    first = {}  # one judgment per response: where two people judged it, the first one stored
+    for triple in sorted(judged, key=lambda t: t.created_at):
+        first.setdefault(triple.response_id, triple)
+    judged = [t for t in judged if first[t.response_id] is t]
     own = [t for t in judged if t.round == round]
     earlier = [t for t in judged if t.round < round]
     replayed = min(len(earlier), int(ctx.config.replay.share * len(own) + 0.5))

@@ -223,7 +223,8 @@ class Sampler(ABC):
 
     def release(self) -> None:
         """Free the engine now, whatever `between_rounds` says (people may take hours to judge); the next
-        attach or sample starts it again."""
+        attach or sample starts it again. The in-process vLLM samplers do; a server's engine is not this
+        process's, and the transformers back-end (the CPU fallback) keeps its model."""
 
     @abstractmethod
     def close(self) -> None:

@@ -185,7 +185,7 @@ class VllmInProcessSampler(Sampler):
     def pause(self) -> None:
         if self.config.between_rounds == "release":
             self.release()
-        elif self.config.between_rounds == "sleep":
+        elif self.config.between_rounds == "sleep" and self._llm is not None:  # released: nothing to put to sleep
             if self._sleep_mode():
                 self._engine().sleep(level=1)
                 self._asleep = True

@@ -58,7 +58,7 @@ def import_(
     unknown response_id, a bad verdict, a negative without its judgment, a quote not in the response stop the
     import naming the line, and nothing is written."""
     from judges.cache import stored_judgment
-    from judges.human import PageRefused, answers_of, page_judgments
+    from judges.human import PEOPLE, PageRefused, answers_of, page_judgments
     from judges.judgment import JudgeItem
     from online_cut.cli.store import storage_defaults
     from storage.store import Store
@@ -97,6 +97,18 @@ def import_(
         except PageRefused as exc:
             reasons = "; ".join(reason.removeprefix("response 1: ") for reason in exc.reasons)
             raise fail(f"{file}: line {number}: {reasons}") from None
-        judgments.append(stored_judgment(item.response_id, judgment.judge_id, judgment))
-    added = store.add_judgments(judgments)
+        judgments.append((number, stored_judgment(item.response_id, judgment.judge_id, judgment)))
+    earlier = {(row["response_id"], row["judge"]): row for row in store.query(
+        "SELECT response_id, judge, verdict, judgment, score FROM judgments WHERE starts_with(judge, ?) "
+        "AND response_id IN (SELECT unnest(?::VARCHAR[]))", [f"{PEOPLE}:", [j.response_id for _, j in judgments]])}
+    new = []
+    for number, judgment in judgments:
+        stored = earlier.get((judgment.response_id, judgment.judge))
+        if stored is None:
+            new.append(judgment)
+        elif (stored["verdict"], stored["judgment"], stored["score"]) != (judgment.verdict, judgment.judgment,
+                                                                           judgment.score):
+            raise fail(f"{file}: line {number}: {judgment.judge} judged this response already, otherwise "
+                       f"({stored['verdict']}: {stored['judgment']!r}); a stored judgment is never replaced")
+    added = store.add_judgments(new)
     typer.echo(f"stored {added} judgments from {file} ({len(judgments) - added} were there already)")

@@ -40,6 +40,18 @@ def _checked(config: Path) -> None:
         raise fail(str(exc)) from None
 
 
+def _people_have_a_ui(config: Path) -> None:
+    """People answer the round's forms in the Prefect UI, which the temporary server has not."""
+    from prefect.settings import get_current_settings
+
+    from online_cut.config import load_config
+
+    if load_config(config).judge.by_people and not get_current_settings().api.url:
+        raise fail("judge.kind human and review ask people in the Prefect UI, and the temporary server `online-cut "
+                   "run` starts without PREFECT_API_URL has none: start one (`prefect server start`), set "
+                   "PREFECT_API_URL=http://127.0.0.1:4200/api, and run again")
+
+
 def _resume_checked(config: Path, run: str | None) -> None:
     """A run named again can continue from its store (rounds/resume.py), checked before Prefect or an engine starts."""
     from online_cut.config import load_config
@@ -78,6 +90,7 @@ def run(
     _checked(config)
     _resume_checked(config, run_name)
     _prefect_settings()
+    _people_have_a_ui(config)
     _pools_checked(config)
     from flows.alignment import online_cut
 

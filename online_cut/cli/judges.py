@@ -53,6 +53,8 @@ def agree(
         if len(counts) != 2:
             raise fail(f"run {run!r} has {len(counts)} judges ({listed}): name two with --a and --b")
         a, b = sorted(counts)
+    if a == b:
+        raise fail(f"--a and --b are both {a!r}: name two judges")
     for option, judge in (("--a", a), ("--b", b)):
         if judge not in counts:
             raise fail(f"{option} {judge!r} judged none of the responses of run {run!r}; its judges: {listed}")

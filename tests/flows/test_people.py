@@ -3,6 +3,7 @@ answered through `resume_flow_run` exactly as the UI answers it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,9 @@ import psutil
 import pytest
 import yaml
 from prefect import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.filters import (
+    ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
+)
 from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
@@ -225,3 +228,19 @@ def test_review_stores_the_draft_the_final_and_what_changed(prefect_env, tiny_mo
     assert [row[2] for row in people] == [first_draft != [("Not a number at all.",)]] + [False] * 5
     assert query(db, "SELECT DISTINCT judge FROM triples WHERE run = 'people-review' AND round = 1 AND judge LIKE 'human:%'") \
         == [("human:ana",)]
+    with prefect_client(prefect_env) as client:
+        review, table = (json.loads(client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key])))[0].data) for key in ("people-review-review-1", "people-review-round-1"))
+    assert (review[0]["reviewed"], review[0]["drafts_changed"]) == (6, int(people[0][2]))
+    assert (table[0]["judged_by"], table[0]["drafts_changed"]) == ("human:ana (6), rule:addition (6)", int(people[0][2]))
+
+
+def test_online_cut_run_without_a_prefect_server_refuses_people_who_could_not_see_the_form(tiny_model: Path,
+                                                                                          tmp_path: Path) -> None:
+    config = write_config(tmp_path, tiny_model, {"kind": "human"}, {"backend": "transformers"})
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    result = subprocess.run([ONLINE_CUT, "run", "--config", str(config)], env={**env, "PREFECT_HOME": str(tmp_path)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "the temporary server `online-cut run` starts without PREFECT_API_URL has none" \
+        in " ".join(result.stderr.split())
+    assert not (tmp_path / "store.duckdb").exists()

@@ -31,8 +31,10 @@ def test_kappa_and_its_interval_are_the_hand_computed_ones() -> None:
                                ("negative", "positive"): 1, ("negative", "negative"): 3}
 
 
-def test_judges_that_never_vary_have_no_kappa() -> None:
+def test_judges_that_never_vary_have_no_kappa_and_an_interval_stays_within_its_range() -> None:
     assert agreement([("positive", "positive")] * 5).kappa is None
+    nearly_perfect = agreement([("positive", "positive")] * 3 + [("negative", "negative")] * 2 + [("positive", "negative")])
+    assert nearly_perfect.kappa_high == 1.0 and -1.0 <= nearly_perfect.kappa_low < nearly_perfect.kappa
 
 
 def test_spearman_is_the_hand_computed_rank_correlation_with_ties() -> None:

@@ -78,3 +78,17 @@ def test_a_bad_line_stops_the_import_naming_it_and_nothing_is_written(db: Path, 
     result = annotate("import", str(judged), "--db", str(db))
     assert result.returncode != 0 and message in " ".join(result.stderr.split())
     assert Store(db).query("SELECT count(*) AS n FROM judgments WHERE judge LIKE 'human:%'") == [{"n": 0}]
+
+
+def test_importing_again_adds_nothing_and_a_changed_line_is_refused(db: Path, tmp_path: Path) -> None:
+    [first] = [row["response_id"] for row in Store(db).query("SELECT response_id FROM responses ORDER BY response_id")][:1]
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text(json.dumps({"response_id": first, "annotator": "ana", "verdict": "positive"}) + "\n")
+    assert annotate("import", str(judged), "--db", str(db)).returncode == 0
+    again = annotate("import", str(judged), "--db", str(db))
+    assert again.returncode == 0 and "stored 0 judgments" in again.stdout
+    judged.write_text(json.dumps({"response_id": first, "annotator": "ana", "verdict": "negative",
+                                  "judgment": "On second thought, wrong."}) + "\n")
+    changed = annotate("import", str(judged), "--db", str(db))
+    assert changed.returncode != 0 and "line 1: human:ana judged this response already" in " ".join(changed.stderr.split())
+    assert Store(db).query("SELECT verdict FROM judgments WHERE judge = 'human:ana'") == [{"verdict": "positive"}]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from markdown_it import MarkdownIt
-from pydantic import ConfigDict, ValidationError, create_model
+from prefect.input import RunInput
+from pydantic import ValidationError, create_model
 
-from formats.spans import MAX_SPANS
+from formats.spans import MAX_SPANS, Span, exact
 from judges.human import (
     PageRefused, answers_of, changed, form_fields, judged_by, page_description, page_judgments, person,
 )
@@ -40,6 +41,7 @@ def test_a_page_answered_in_full_gives_located_judgments_under_the_persons_name(
     ({"quotes_1": "\n".join(["4"] * (MAX_SPANS + 1))}, f"response 1: {MAX_SPANS + 1} wrong parts, more than {MAX_SPANS}"),
     ({"quotes_2": "apple"}, "response 2: a positive verdict blames nothing"),
     ({"score_2": 11}, "response 2: the score must be a whole number from 1 to 10, not 11"),
+    ({"score_2": True}, "response 2: the score must be a whole number from 1 to 10, not True"),
     ({"annotator": "ana smith"}, "your name 'ana smith'"),
 ])
 def test_a_bad_answer_refuses_the_whole_page_naming_the_response_and_the_reason(fields, reason) -> None:
@@ -50,8 +52,8 @@ def test_a_bad_answer_refuses_the_whole_page_naming_the_response_and_the_reason(
 
 
 def test_the_form_refuses_unknown_fields_and_over_long_text_before_the_flow_reads_it() -> None:
-    """Prefect's RunInput forbids extra fields, as this form does; the server checks input against the schema."""
-    form = create_model("Page", __config__=ConfigDict(extra="forbid"), **form_fields(PAGE, {}, None, None))
+    """The form as flows/people.py builds it, on Prefect's RunInput; the server checks input against its schema."""
+    form = create_model("Page", __base__=RunInput, **form_fields(PAGE, {}, None, None))
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         form.model_validate({**_answers_raw(), "comment": "x"})
     with pytest.raises(ValidationError, match="at most 4000 characters"):
@@ -91,3 +93,24 @@ def test_review_fills_the_form_with_the_draft_and_knows_what_the_person_changed(
                                                                "judgment_1": "47 + 38 = 85.", "score_1": 3}))[0]
     assert not changed(draft, accepted) and changed(draft, edited)
     assert person("ana") == accepted.judge_id
+
+
+def test_a_score_a_spreadsheet_wrote_as_a_float_is_a_whole_number() -> None:
+    _, second = page_judgments(PAGE, *_answers(score_2=7.0))
+    assert second.score == 7 and second.verdict == "positive"
+
+
+def test_a_draft_kept_as_it_is_keeps_where_its_drafter_placed_a_repeated_quote() -> None:
+    """The format critic blames each comma; the form shows ',' twice. Accepted, the spans stay on the commas the
+    drafter blamed, not both on the first comma; a quote the drafter could not place does not block accepting."""
+    response = "Tea is hot, green, calm"
+    item = JudgeItem(instruction="Do not use any commas.", response=response, response_id="c")
+    blamed = (exact(response, 17, 18), exact(response, 10, 11), Span(quote="not there"))
+    draft = Judgment(status="ok", verdict="negative", judgment="It uses 2 commas.", spans=blamed, judge_id="rule:format")
+    fields = form_fields([item], {"c": draft}, None, "ana")
+    submitted = {name: field.default for name, (_, field) in fields.items()}
+    [accepted] = page_judgments([item], *answers_of([item], submitted), {"c": draft})
+    assert [(s.start, s.end) for s in accepted.spans] == [(17, 18), (10, 11), (None, None)]
+    assert not changed(draft, accepted)
+    [moved] = page_judgments([item], *answers_of([item], {**submitted, "quotes_1": ","}), {"c": draft})
+    assert [(s.start, s.end) for s in moved.spans] == [(10, 11)] and changed(draft, moved)
