@@ -64,7 +64,9 @@ stop:
 screenshot: setup
 	command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium; }
+	$(PIP) install --quiet -c constraints.txt -e '.[screenshot]'
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(PYTHON) scripts/screenshot.py
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(PYTHON) scripts/screenshot_form.py
 
 # Refresh the pins from the current environment after a deliberate upgrade.
 constraints: $(INSTALLED)

@@ -105,8 +105,8 @@ def _ask(ctx: RunContext, round: int, page: list[JudgeItem], drafts: dict[str, J
     for attempt in range(1, 1_000_000):
         form = create_model(f"Round{round}Page{number}", __base__=RunInput,
                             **form_fields(page, drafts, filled, annotator))
-        form._description = page_description(page, drafts, people.guidelines,
-                                             f"Run {ctx.run}, round {round}: page {number} of {pages}", refused)
+        form._description = page_description(people.guidelines, f"Run {ctx.run}, round {round}: page {number} of {pages}",
+                                             refused)
         try:
             submitted = pause_flow_run(wait_for_input=form, timeout=math.ceil(people.timeout_s),
                                        poll_interval=people.poll_s, key=f"round-{round}-page-{number}-{attempt}")

@@ -12,11 +12,11 @@ from judges.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, check_te
 from formats.strict_model import StrictModel
 
 
-DEFAULT_GUIDELINES = """\
-Judge each response to its instruction. **Positive**: acceptable as it is. **Negative**: write what is
-wrong, in a sentence or two, as you would tell the writer; copy the wrong parts of the response into
-*wrong parts*, one per line, so that training can push exactly those down. A score (1 useless, 10
-perfect) is optional."""
+# Short: the Prefect UI shows the first few lines of a form's description only.
+DEFAULT_GUIDELINES = (
+    "**Positive**: acceptable as it is. **Negative**: say what is wrong, as you would tell the writer, and copy "
+    "the wrong parts of the response into *wrong parts*, one per line. The score is optional."
+)
 
 
 class PeopleConfig(StrictModel):

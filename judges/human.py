@@ -20,6 +20,7 @@ from formats.spans import MAX_QUOTE_CHARS, MAX_SPANS, SpanQuote, locate
 from judges.judgment import JudgeItem, Judgment
 
 PEOPLE = "human"  # the judge id a round of people trains on: every `human:<name>`
+SCORES = ("", *map(str, range(1, 11)))  # the form's score: a choice, none by default
 ANNOTATOR = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_JUDGMENT_CHARS = 4000
 
@@ -56,10 +57,12 @@ class Answer:
 def form_fields(page: list[JudgeItem], drafts: dict[str, Judgment], filled: dict[str, Any] | None,
                 annotator: str | None) -> dict[str, Any]:
     """The form's fields (pydantic field definitions: name → (type, FieldInfo)) for a page of responses, numbered
-    from 1, each given what the person last submitted (`filled`), else the draft, else nothing."""
+    from 1, each given what the person last submitted (`filled`), else the draft, else nothing. Each verdict
+    field shows its instruction and response, as text (`_plain`: their markdown and HTML are never rendered);
+    the Prefect UI lays out only the start of a long form description, so they stand beside their fields."""
     fields: dict[str, Any] = {
         "annotator": (str, Field(annotator or ..., pattern=ANNOTATOR, title="your name",
-                                 description="your judgments are stored as human:<name>")),
+                                 description="your judgments are stored as human:NAME")),
     }
     for number, item in enumerate(page, 1):
         draft = drafts.get(item.response_id)
@@ -68,18 +71,38 @@ def form_fields(page: list[JudgeItem], drafts: dict[str, Judgment], filled: dict
                   if key.endswith(f"_{number}")}
         fields |= {
             f"verdict_{number}": (Literal["positive", "negative"],
-                                  Field(start.get("verdict", ...), title=f"{number}. verdict")),
+                                  Field(start.get("verdict", ...), title=f"{number}. verdict",
+                                        description=item_text(item))),
             f"judgment_{number}": (str, Field(start.get("judgment", ""), max_length=MAX_JUDGMENT_CHARS,
                                               title=f"{number}. judgment",
-                                              description="what is wrong (required when negative)")),
-            f"score_{number}": (int | None, Field(start.get("score"), ge=1, le=10, title=f"{number}. score",
-                                                  description="optional, 1 (useless) to 10 (perfect)")),
+                                              description="what is wrong (required when negative)" + (
+                                                  "" if draft is None else
+                                                  f"; drafted by {_plain(draft.judge_id)}: {draft.verdict}"))),
+            f"score_{number}": (Literal[SCORES], Field(_score_text(start.get("score")), title=f"{number}. score",
+                                                       description="optional, 1 (useless) to 10 (perfect)")),
             f"quotes_{number}": (str, Field(start.get("quotes", ""), max_length=MAX_SPANS * (MAX_QUOTE_CHARS + 1),
                                             title=f"{number}. wrong parts",
                                             description="optional: the wrong parts, copied from the response, "
                                             "one per line")),
         }
     return fields
+
+
+def _score_text(score: object) -> str:
+    """A score as the form's choice: "" for none; a refused answer's float as its whole number."""
+    return "" if score is None or score == "" else str(int(float(score)))
+
+
+def _score_value(value: object) -> object:
+    """A submitted score as a number: the form's choice ("" for none, "7"), or a file's 7 or 7.0."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def draft_quotes(draft: Judgment) -> str:
@@ -97,33 +120,25 @@ def _from_draft(draft: Judgment) -> dict[str, Any]:
             "quotes": draft_quotes(draft)}
 
 
-def page_description(page: list[JudgeItem], drafts: dict[str, Judgment], guidelines: str, title: str,
-                     refused: list[str]) -> str:
-    """The form's markdown: its title (run, round, page), the guidelines, why the last answer was refused, and
-    each instruction and response as text (a response's markdown, links, images or HTML are shown, never rendered)."""
-    parts = [f"## {_plain(title)}", guidelines.strip()]
+def item_text(item: JudgeItem) -> str:
+    """A response and its instruction as the form shows them beside the response's verdict."""
+    instruction = item.instruction + (f" {item.input}" if item.input else "")
+    return f"**Instruction:** {_plain(instruction)} **Response:** {_plain(item.response) or '(empty)'}"
+
+
+def page_description(guidelines: str, title: str, refused: list[str]) -> str:
+    """The form's markdown: its title (run, round, page), the guidelines and why the last answer was refused."""
+    parts = [f"## {_plain(title)}"]
     if refused:
         parts.append("**Your last answer was not stored:**\n\n" + "\n".join(f"- {_plain(r)}" for r in refused))
-    for number, item in enumerate(page, 1):
-        parts.append(f"---\n\n### {number}. Instruction\n\n{_verbatim(item.instruction)}")
-        if item.input:
-            parts.append(f"Input:\n\n{_verbatim(item.input)}")
-        parts.append(f"**Response {number}**\n\n{_verbatim(item.response)}")
-        draft = drafts.get(item.response_id)
-        if draft is not None:
-            parts.append(f"Draft by {_plain(draft.judge_id)}: **{draft.verdict}**\n\n{_verbatim(draft.judgment or '')}")
+    parts.append(guidelines.strip())
     return "\n\n".join(parts) + "\n"
 
 
-def _verbatim(text: str) -> str:
-    """`text` as a fenced code block, its fence longer than any run of backticks inside: shown as it is."""
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
-    return f"{fence}text\n{text}\n{fence}"
-
-
 def _plain(text: str) -> str:
-    """One line of text with markdown's and HTML's special characters escaped."""
-    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~])", r"\\\1", " ".join(text.split()))
+    """One line of text with every ASCII punctuation mark escaped: shown as typed, its markdown and HTML never
+    rendered."""
+    return re.sub(r"[!-/:-@\[-`{-~]", lambda m: "\\" + m.group(), " ".join(text.split()))
 
 
 def answers_of(page: list[JudgeItem], submitted: dict[str, Any]) -> tuple[str, list[Answer]]:
@@ -133,7 +148,7 @@ def answers_of(page: list[JudgeItem], submitted: dict[str, Any]) -> tuple[str, l
         quotes = [line.strip() for line in str(submitted.get(f"quotes_{number}") or "").splitlines() if line.strip()]
         answers.append(Answer(str(submitted.get(f"verdict_{number}") or ""),
                               str(submitted.get(f"judgment_{number}") or "").strip(),
-                              submitted.get(f"score_{number}"), quotes))
+                              _score_value(submitted.get(f"score_{number}")), quotes))
     return str(submitted.get("annotator") or "").strip(), answers
 
 

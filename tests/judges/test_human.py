@@ -65,19 +65,21 @@ def test_the_form_refuses_unknown_fields_and_over_long_text_before_the_flow_read
 
 
 def _answers_raw() -> dict:
-    return {"annotator": "ana", "verdict_1": "negative", "judgment_1": "wrong", "score_1": None, "quotes_1": "",
-            "verdict_2": "positive", "judgment_2": "", "score_2": None, "quotes_2": ""}
+    return {"annotator": "ana", "verdict_1": "negative", "judgment_1": "wrong", "score_1": "", "quotes_1": "",
+            "verdict_2": "positive", "judgment_2": "", "score_2": "", "quotes_2": ""}
 
 
 def test_markdown_links_images_and_html_in_a_response_show_as_text() -> None:
-    hostile = "![pic](http://x/p.png) [link](http://x) <img src=x onerror=alert(1)> <b>bold</b> ```` fence"
+    """Checked on the rendered markdown of everything the form shows: its description and its fields'."""
+    hostile = "![pic](http://x/p.png) [link](http://x) <img src=x onerror=alert(1)> <b>bold</b> ```` fence &amp;"
     page = [JudgeItem(instruction="<script>alert(1)</script> Say hi.", response=hostile, response_id="h")]
-    draft = Judgment(status="ok", verdict="negative", judgment="[see](http://x) <i>no</i>", judge_id="rule:format")
-    html = MarkdownIt().render(page_description(page, {"h": draft}, "Be fair.", "Run r, round 1: page 1 of 1",
-                                             ["response 1: <b>x</b>"]))
-    for tag in ("<img", "<a ", "<script", "<b>", "<i>"):
+    draft = Judgment(status="ok", verdict="negative", judgment="[see](http://x) <i>no</i>", judge_id="rule:<i>x</i>")
+    shown = [page_description("Be fair.", "Run r, round 1: page 1 of 1", ["response 1: <b>x</b>"])]
+    shown += [field.description for _, field in form_fields(page, {"h": draft}, None, None).values() if field.description]
+    html = MarkdownIt().render("\n\n".join(shown))
+    for tag in ("<img", "<a ", "<script", "<b>", "<i>", "<code"):
         assert tag not in html, tag
-    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "![pic](http://x/p.png)" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "![pic](http://x/p.png)" in html and "&amp;amp;" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
@@ -86,7 +88,7 @@ def test_review_fills_the_form_with_the_draft_and_knows_what_the_person_changed(
                      spans=(), judge_id="openai:critic@x")
     fields = form_fields(PAGE[:1], {"a": draft}, None, "ana")
     assert fields["verdict_1"][1].default == "negative" and fields["judgment_1"][1].default == "84 is wrong."
-    assert fields["score_1"][1].default == 3 and fields["annotator"][1].default == "ana"
+    assert fields["score_1"][1].default == "3" and fields["annotator"][1].default == "ana"
     accepted = page_judgments(PAGE[:1], *answers_of(PAGE[:1], {"annotator": "ana", "verdict_1": "negative",
                                                                  "judgment_1": "84 is wrong.", "score_1": 3}))[0]
     edited = page_judgments(PAGE[:1], *answers_of(PAGE[:1], {"annotator": "ana", "verdict_1": "negative",
