@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from formats import keys
 from judges.judgment import JudgeItem, Judgment
 
 if TYPE_CHECKING:
@@ -43,8 +44,10 @@ class StoreJudgmentCache:
     response, judge id) in any run.
 
     An item the pipeline sampled carries its `response_id`, and its judgment is stored under
-    it. An item judged offline (a dataset through `online-cut judge`) has none: it is recorded
-    as a response of the run `offline_run`, round 0, so it shows in the `triples` view too.
+    it. An item judged offline (a dataset through `online-cut judge`) has none: its judgment goes to
+    the stored response with the same instruction, input and text (one imported from the same file,
+    say, so `online-cut judges agree` compares the two judges), else to a new response of the run
+    `offline_run`, round 0, so it shows in the `triples` view too.
     """
 
     def __init__(self, store: Store, offline_run: str = "offline-judge") -> None:
@@ -59,8 +62,9 @@ class StoreJudgmentCache:
         from storage.records import Prompt, Response
 
         prompts, responses, judgments = [], [], []
+        stored = self._stored_responses([item for item, _ in entries if item.response_id is None])
         for item, judgment in entries:
-            response_id = item.response_id
+            response_id = item.response_id or stored.get((keys.prompt_id(item.instruction, item.input), item.response))
             if response_id is None:
                 prompt = Prompt(instruction=item.instruction, input=item.input, source="online-cut judge")
                 response = Response(
@@ -78,6 +82,19 @@ class StoreJudgmentCache:
             tx.add_prompts(prompts)
             tx.add_responses(responses)
             tx.add_judgments(judgments)
+
+
+    def _stored_responses(self, items: Sequence[JudgeItem]) -> dict[tuple[str, str], str]:
+        """(prompt id, text) → the first stored response with them, for the items given."""
+        if not items:
+            return {}
+        rows = self.store.query(
+            "WITH wanted AS (SELECT DISTINCT unnest(?::VARCHAR[]) AS prompt_id, unnest(?::VARCHAR[]) AS text) "
+            "SELECT r.prompt_id, r.text, r.response_id FROM responses r JOIN wanted w USING (prompt_id, text) "
+            "QUALIFY row_number() OVER (PARTITION BY r.prompt_id, r.text ORDER BY r.created_at, r.response_id) = 1",
+            [[keys.prompt_id(item.instruction, item.input) for item in items], [item.response for item in items]],
+        )
+        return {(row["prompt_id"], row["text"]): row["response_id"] for row in rows}
 
 
 class GroupCommit:

@@ -59,3 +59,18 @@ def test_pipeline_responses_get_their_judgment_under_their_own_ids(tmp_path: Pat
     stored = store.query("SELECT response_id, judgment FROM judgments ORDER BY response_id")
     assert sorted(r["response_id"] for r in stored) == sorted(r.response_id for r in responses)
     assert {r["judgment"] for r in stored} == {"2 + 2 = 4, not 5."}
+
+
+def test_an_offline_item_of_a_stored_response_is_judged_under_that_response(tmp_path: Path) -> None:
+    """A file imported (its judgments: the file's) and judged again offline: both judges judge the same responses,
+    so `online-cut judges agree` compares them."""
+    store = Store(tmp_path / "store.duckdb")
+    prompt = Prompt(instruction="What is 2 + 2?")
+    imported = Response(run="paper", round=0, prompt_id=prompt.prompt_id, text="5")
+    store.add_prompts([prompt])
+    store.add_responses([imported])
+    cache = StoreJudgmentCache(store)
+    cache.put_many(JUDGE, [(JudgeItem(instruction="What is 2 + 2?", response="5"), _ok("2 + 2 = 4.")),
+                           (JudgeItem(instruction="What is 2 + 2?", response="6"), _ok("2 + 2 = 4, not 6."))])
+    rows = store.query("SELECT r.run, r.text FROM judgments j JOIN responses r USING (response_id) ORDER BY r.text")
+    assert [(row["run"], row["text"]) for row in rows] == [("paper", "5"), ("offline-judge", "6")]
