@@ -77,7 +77,7 @@ def held_out_names(ctx: RunContext, judge: Judge) -> list[str]:
 
 
 def share_first_round(store: Store, source_run: str, target_run: str) -> None:
-    """Give `target_run` round 1 of `source_run`: its responses and judgments, sampled and judged, and
+    """Give `target_run` round 1 of `source_run`: its responses and judgments with their spans, sampled and judged, and
     the base model's held-out scores (so each objective's first round does not score it again)."""
     source = store.round_state(source_run, 1)
     if source is None or source.judge_s is None:
@@ -87,8 +87,10 @@ def share_first_round(store: Store, source_run: str, target_run: str) -> None:
         return
     responses = store.responses(source_run, 1)
     copies = {r.response_id: r.model_copy(update={"run": target_run}) for r in responses}
+    # Spans live in their own table; the triples view gathers a judgment's (a failed one has none).
     judgments = store.query(
-        "SELECT j.* EXCLUDE (created_at) FROM judgments j JOIN responses r USING (response_id) "
+        "SELECT j.* EXCLUDE (created_at), coalesce(t.spans, []) AS spans FROM judgments j "
+        "JOIN responses r USING (response_id) LEFT JOIN triples t ON t.response_id = j.response_id AND t.judge = j.judge "
         "WHERE r.run = ? AND r.round = 1",
         [source_run],
     )

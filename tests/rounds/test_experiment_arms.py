@@ -104,3 +104,26 @@ def test_a_transfer_suite_shares_no_wording_or_part_count_with_its_suite_and_is_
     assert [s.name for s in dev] == ["sums:dev"]
     with pytest.raises(PromptSourceError, match="held out whole"):
         suite_prompts("sums-transfer", "train", 10)
+
+
+def test_an_arm_gets_round_one_with_the_judgments_spans(tmp_path: Path) -> None:
+    """Issue 38: the arms' round 1 came without the judges' spans, so a span-guided arm trained its first round
+    on contrast flags."""
+    from formats.spans import exact
+    from rounds.experiment import share_first_round
+    from storage.records import Judgment, Prompt, Response
+
+    store = Store(tmp_path / "store.duckdb")
+    prompt = Prompt(instruction="Add each pair: 7 + 1, 9 + 1.")
+    response = Response(run="e-shared", round=1, prompt_id=prompt.prompt_id, text="8, 11")
+    with store.transaction() as tx:
+        tx.start_round("e-shared", 1)
+        tx.add_prompts([prompt])
+        tx.add_responses([response])
+        tx.add_judgments([Judgment(response_id=response.response_id, judge="rule:sums", verdict="negative",
+                                   judgment="9 + 1 = 10", spans=[exact("8, 11", 3, 5, "major")])])
+        tx.record_round_step("e-shared", 1, "sample", 1.0)
+        tx.record_round_step("e-shared", 1, "judge", 1.0)
+    share_first_round(store, "e-shared", "e-spans")
+    [triple] = store.triples("e-spans")
+    assert [(s.start, s.end, s.text, s.severity) for s in triple.spans] == [(3, 5, "11", "major")]
