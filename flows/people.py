@@ -21,6 +21,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.settings import get_current_settings
 from pydantic import ValidationError, create_model
 
 from flows.artifacts import artifact_key
@@ -35,6 +36,12 @@ from rounds.context import RunContext
 from samplers.base import Sampler
 
 log = logging.getLogger(__name__)
+
+
+def server_has_a_ui() -> bool:
+    """Whether Prefect clients reach a server of their own (PREFECT_API_URL), with its UI: the temporary
+    server a flow run starts without one has none."""
+    return bool(get_current_settings().api.url)
 
 
 class NobodyAnswered(RuntimeError):

@@ -42,11 +42,10 @@ def _checked(config: Path) -> None:
 
 def _people_have_a_ui(config: Path) -> None:
     """People answer the round's forms in the Prefect UI, which the temporary server has not."""
-    from prefect.settings import get_current_settings
-
+    from flows.people import server_has_a_ui
     from online_cut.config import load_config
 
-    if load_config(config).judge.by_people and not get_current_settings().api.url:
+    if load_config(config).judge.by_people and not server_has_a_ui():
         raise fail("judge.kind human and review ask people in the Prefect UI, and the temporary server `online-cut "
                    "run` starts without PREFECT_API_URL has none: start one (`prefect server start`), set "
                    "PREFECT_API_URL=http://127.0.0.1:4200/api, and run again")
