@@ -131,28 +131,23 @@ def build_rows(
                 None if c is None else prompt_ids(tokenizer, c)[-room:] + target
                 for c in (context.aligned, context.misaligned)
             )
-            blamed = blamed_tokens(response["offset_mapping"], triple.spans) if misaligned is not None else None
-            weights = (None if blamed is None else
-                       severity_weights(response["offset_mapping"], triple.spans, blamed, config.severity_weights))
-            rows.append(TokenRow(index, aligned, misaligned, len(target), context.target, blamed, weights))
+            blamed = (blamed_tokens(response["offset_mapping"], triple.spans, config.severity_weights)
+                      if misaligned is not None else None)
+            tokens, weights = (None, None) if blamed is None else (tuple(blamed), tuple(blamed.values()))
+            rows.append(TokenRow(index, aligned, misaligned, len(target), context.target, tokens, weights))
     return RowSet(rows, dropped)
 
 
-def blamed_tokens(offsets: list[tuple[int, int]], spans: tuple[Span, ...]) -> tuple[int, ...] | None:
-    """The indices of the tokens (character `offsets` each) that overlap a located span; None when no span is
-    located, so that the row falls back to contrast detection."""
-    located = [(span.start, span.end) for span in spans if span.located]
-    if not located:
-        return None
-    return tuple(t for t, (first, after) in enumerate(offsets)
-                 if any(first < end and after > start for start, end in located))
-
-
-def severity_weights(offsets: list[tuple[int, int]], spans: tuple[Span, ...], blamed: tuple[int, ...],
-                     weights: SeverityWeights) -> tuple[float, ...]:
-    """Each blamed token's weight on α: the largest weight among the severities of the located spans it
-    overlaps (a span without a severity weighs 1)."""
+def blamed_tokens(offsets: list[tuple[int, int]], spans: tuple[Span, ...],
+                  weights: SeverityWeights | None = None) -> dict[int, float] | None:
+    """The tokens (character `offsets` each) that overlap a located span, in order, each with its weight on α: the
+    largest among the severities of the spans it overlaps (a span without a severity weighs 1). None when no span
+    is located, so that the row falls back to contrast detection."""
+    weights = weights or SeverityWeights()
     located = [(span.start, span.end, 1.0 if span.severity is None else getattr(weights, span.severity))
                for span in spans if span.located]
-    return tuple(max(weight for start, end, weight in located if offsets[t][0] < end and offsets[t][1] > start)
-                 for t in blamed)
+    if not located:
+        return None
+    overlapping = ((t, [w for start, end, w in located if first < end and after > start])
+                   for t, (first, after) in enumerate(offsets))
+    return {t: max(found) for t, found in overlapping if found}

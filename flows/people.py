@@ -13,6 +13,7 @@ again.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -109,7 +110,7 @@ def _ask(ctx: RunContext, round: int, page: list[JudgeItem], drafts: dict[str, J
     people = ctx.config.judge.people
     refused: list[str] = []
     filled = None
-    for attempt in range(1, 1_000_000):
+    for attempt in itertools.count(1):
         form = create_model(f"Round{round}Page{number}", __base__=RunInput,
                             **form_fields(page, drafts, filled, annotator))
         form._description = page_description(people.guidelines, f"Run {ctx.run}, round {round}: page {number} of {pages}",
@@ -135,7 +136,6 @@ def _ask(ctx: RunContext, round: int, page: list[JudgeItem], drafts: dict[str, J
             log.warning("round %d: page %d refused: %s", round, number, exc)
             continue
         return [_stored(item, judgment, drafts) for item, judgment in zip(page, judgments)], annotator
-    raise AssertionError("unreachable")
 
 
 def _stored(item: JudgeItem, judgment: Judgment, drafts: dict[str, Judgment]):

@@ -53,6 +53,13 @@ class Answer:
     score: int | None
     quotes: list[str]
 
+    @classmethod
+    def given(cls, verdict: object, judgment: object, score: object, quotes: object) -> Answer:
+        """An answer as a form or a file gives it: quotes one a line (or a list), the score a choice or a number."""
+        lines = "\n".join(map(str, quotes)) if isinstance(quotes, list) else str(quotes or "")
+        return cls(str(verdict or ""), str(judgment or "").strip(), _score_value(score),
+                   [line.strip() for line in lines.splitlines() if line.strip()])
+
 
 def form_fields(page: list[JudgeItem], drafts: dict[str, Judgment], filled: dict[str, Any] | None,
                 annotator: str | None) -> dict[str, Any]:
@@ -143,12 +150,8 @@ def _plain(text: str) -> str:
 
 def answers_of(page: list[JudgeItem], submitted: dict[str, Any]) -> tuple[str, list[Answer]]:
     """The annotator and each response's answer from a submitted form (its fields as `form_fields` names them)."""
-    answers = []
-    for number in range(1, len(page) + 1):
-        quotes = [line.strip() for line in str(submitted.get(f"quotes_{number}") or "").splitlines() if line.strip()]
-        answers.append(Answer(str(submitted.get(f"verdict_{number}") or ""),
-                              str(submitted.get(f"judgment_{number}") or "").strip(),
-                              _score_value(submitted.get(f"score_{number}")), quotes))
+    answers = [Answer.given(*(submitted.get(f"{field}_{number}") for field in ("verdict", "judgment", "score", "quotes")))
+               for number in range(1, len(page) + 1)]
     return str(submitted.get("annotator") or "").strip(), answers
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -109,28 +110,31 @@ def run_query(
     wait_s: float = 2.0,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    params: Sequence[Any] = (),
 ) -> QueryResult:
-    """Run a read-only query on the store, or on the Parquet exports while a writer holds the store."""
+    """Run a read-only query on the store, or on the Parquet exports while a writer holds the store; `params`
+    fill its `?` placeholders."""
     check_read_only(sql)
     if not db_path.is_file():
         raise StoreUnavailable(f"no store at {db_path}: run `online-cut import FILE` or the pipeline first, or pass --db")
     try:
         db = connect(db_path, read_only=True, timeout_s=wait_s, config={"memory_limit": memory_limit, **LOCKED_DOWN})
     except StoreLocked as locked:
-        return _query_exports(sql, exports_dir, locked, timeout_s=timeout_s, memory_limit=memory_limit)
+        return _query_exports(sql, exports_dir, locked, timeout_s=timeout_s, memory_limit=memory_limit, params=params)
     except duckdb.Error as exc:
         raise StoreUnavailable(f"cannot open {db_path}: {exc}") from None
     try:
-        return _execute(db, sql, timeout_s)
+        return _execute(db, sql, timeout_s, params=params)
     finally:
         db.close()
 
 
-def _execute(db: duckdb.DuckDBPyConnection, sql: str, timeout_s: float, note: str | None = None) -> QueryResult:
+def _execute(db: duckdb.DuckDBPyConnection, sql: str, timeout_s: float, note: str | None = None,
+             params: Sequence[Any] = ()) -> QueryResult:
     timer = threading.Timer(timeout_s, db.interrupt)
     timer.start()
     try:
-        result = db.execute(sql)
+        result = db.execute(sql, list(params))
         columns = [d[0] for d in result.description] if result.description else []
         return QueryResult(columns, result.fetchall() if columns else [], note)
     except duckdb.InterruptException:
@@ -145,7 +149,7 @@ def _execute(db: duckdb.DuckDBPyConnection, sql: str, timeout_s: float, note: st
 
 
 def _query_exports(
-    sql: str, exports_dir: Path, locked: StoreLocked, *, timeout_s: float, memory_limit: str
+    sql: str, exports_dir: Path, locked: StoreLocked, *, timeout_s: float, memory_limit: str, params: Sequence[Any]
 ) -> QueryResult:
     files = sorted(exports_dir.glob(EXPORT_GLOB))
     if not files:
@@ -171,6 +175,6 @@ def _query_exports(
         """)
         for name, value in LOCKED_DOWN.items():
             db.execute(f"SET {name} = {str(value).lower()}")
-        return _execute(db, sql, timeout_s, note)
+        return _execute(db, sql, timeout_s, note, params)
     finally:
         db.close()

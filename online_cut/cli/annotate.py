@@ -27,13 +27,9 @@ def export(
     Fill in annotator, verdict, judgment (required when negative), score (optional, 1-10) and quotes (optional,
     the wrong parts copied from the response) and bring the file back with `online-cut annotate import`."""
     from judges.human import PEOPLE
-    from online_cut.cli.store import storage_defaults
-    from storage.store import Store
+    from online_cut.cli.store import read_store
 
-    path = db or storage_defaults().db
-    if not path.is_file():
-        raise fail(f"no store at {path}: pass --db")
-    rows = Store(path).query(
+    found = read_store(
         "SELECT r.response_id, r.round, p.instruction, p.input, r.text AS response, d.judge AS draft_judge, "
         "d.verdict AS draft_verdict, d.judgment AS draft_judgment FROM responses r JOIN prompts p USING (prompt_id) "
         "LEFT JOIN judgments d ON d.response_id = r.response_id AND NOT starts_with(d.judge, ?) "
@@ -41,8 +37,9 @@ def export(
         "(SELECT response_id FROM judgments WHERE starts_with(judge, ?) AND verdict <> 'failed') "
         "QUALIFY row_number() OVER (PARTITION BY r.response_id ORDER BY d.created_at) = 1 "
         "ORDER BY r.round, r.response_id",
-        [f"{PEOPLE}:", run, round, round, f"{PEOPLE}:"],
+        db, params=[f"{PEOPLE}:", run, round, round, f"{PEOPLE}:"],
     )
+    rows = [dict(zip(found.columns, row)) for row in found.rows]
     partial = out.with_name(out.name + ".partial")
     partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     partial.replace(out)
@@ -58,7 +55,7 @@ def import_(
     unknown response_id, a bad verdict, a negative without its judgment, a quote not in the response stop the
     import naming the line, and nothing is written."""
     from judges.cache import stored_judgment
-    from judges.human import PEOPLE, PageRefused, answers_of, page_judgments
+    from judges.human import PEOPLE, Answer, PageRefused, page_judgments
     from judges.judgment import JudgeItem
     from online_cut.cli.store import storage_defaults
     from storage.store import Store
@@ -87,13 +84,10 @@ def import_(
     for number, record in records:
         if record["response_id"] not in known:
             raise fail(f"{file}: line {number}: unknown response_id {record['response_id']!r} (not in {path})")
-        quotes = record.get("quotes") or []
-        quotes = "\n".join(quotes) if isinstance(quotes, list) else str(quotes)
         item = JudgeItem(instruction="", response=known[record["response_id"]], response_id=record["response_id"])
-        fields = {"annotator": record.get("annotator"), "verdict_1": record.get("verdict"),
-                  "judgment_1": record.get("judgment"), "score_1": record.get("score"), "quotes_1": quotes}
+        answer = Answer.given(*(record.get(field) for field in ("verdict", "judgment", "score", "quotes")))
         try:
-            [judgment] = page_judgments([item], *answers_of([item], fields))
+            [judgment] = page_judgments([item], str(record.get("annotator") or "").strip(), [answer])
         except PageRefused as exc:
             reasons = "; ".join(reason.removeprefix("response 1: ") for reason in exc.reasons)
             raise fail(f"{file}: line {number}: {reasons}") from None

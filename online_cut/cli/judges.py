@@ -11,10 +11,6 @@ from online_cut.cli.output import fail
 judges_app = typer.Typer(help="Compare the judges that judged a run's responses.", no_args_is_help=True)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 @judges_app.command("agree")
 def agree(
     run: str = typer.Option(..., "--run", help="the run whose responses both judges judged"),
@@ -30,18 +26,12 @@ def agree(
     from rich.table import Table
 
     from judges.agreement import VERDICTS, agreement
-    from online_cut.cli.store import storage_defaults
-    from storage.sql import QueryFailed, QueryRefused, StoreUnavailable, run_query
+    from online_cut.cli.store import read_store
 
-    defaults = storage_defaults()
-    where = f"r.run = {_literal(run)}" + ("" if round is None else f" AND r.round = {round}")
+    where = "r.run = ? AND (? IS NULL OR r.round = ?)"
 
-    def query(sql: str) -> list[tuple]:
-        try:
-            return run_query(sql, db or defaults.db, defaults.exports_dir, wait_s=defaults.reader_wait_s,
-                             timeout_s=defaults.sql_timeout_s, memory_limit=defaults.sql_memory_limit).rows
-        except (QueryRefused, QueryFailed, StoreUnavailable) as exc:
-            raise fail(str(exc)) from None
+    def query(sql: str, *params: object) -> list[tuple]:
+        return read_store(sql, db, params=[run, round, round, *params]).rows
 
     judged = query(f"SELECT j.judge, count(*) FROM judgments j JOIN responses r USING (response_id) WHERE {where} "
                    "AND j.verdict IN ('positive', 'negative') GROUP BY ALL ORDER BY 2 DESC, 1")
@@ -60,8 +50,8 @@ def agree(
             raise fail(f"{option} {judge!r} judged none of the responses of run {run!r}; its judges: {listed}")
     rows = query(
         "SELECT ja.verdict, jb.verdict, ja.score, jb.score FROM judgments ja JOIN judgments jb USING (response_id) "
-        f"JOIN responses r USING (response_id) WHERE {where} AND ja.judge = {_literal(a)} AND jb.judge = {_literal(b)} "
-        "AND ja.verdict IN ('positive', 'negative') AND jb.verdict IN ('positive', 'negative')"
+        f"JOIN responses r USING (response_id) WHERE {where} AND ja.judge = ? AND jb.judge = ? "
+        "AND ja.verdict IN ('positive', 'negative') AND jb.verdict IN ('positive', 'negative')", a, b,
     )
     if not rows:
         raise fail(f"{a} and {b} judged no response of run {run!r} in common")

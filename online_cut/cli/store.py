@@ -7,6 +7,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -55,6 +56,20 @@ def storage_defaults():
     from storage.config import StorageConfig
 
     return StorageConfig()
+
+
+def read_store(sql: str, db: Path | None, storage=None, params: Sequence[Any] = (), what: str = ""):
+    """The `QueryResult` of a read-only query on the store `db` (default: `storage.db`), through `online-cut sql`'s
+    path and the limits of `storage` (default: the storage section's defaults); a problem fails the command,
+    its message after `what`."""
+    from storage.sql import QueryFailed, QueryRefused, StoreUnavailable, run_query
+
+    storage = storage or storage_defaults()
+    try:
+        return run_query(sql, db or storage.db, storage.exports_dir, wait_s=storage.reader_wait_s,
+                         timeout_s=storage.sql_timeout_s, memory_limit=storage.sql_memory_limit, params=params)
+    except (QueryRefused, QueryFailed, StoreUnavailable) as exc:
+        raise fail(f"{what}{exc}") from None
 
 
 @store_app.command("import")

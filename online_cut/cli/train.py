@@ -125,14 +125,9 @@ def selected_triples(sql: str, db: Path, run_config) -> list:
 
     from cut.data import Triple
     from formats.spans import Span
-    from storage.sql import QueryFailed, QueryRefused, StoreUnavailable, run_query
+    from online_cut.cli.store import read_store
 
-    storage = run_config.storage
-    try:
-        result = run_query(sql, db, storage.exports_dir, wait_s=storage.reader_wait_s, timeout_s=storage.sql_timeout_s,
-                           memory_limit=storage.sql_memory_limit)
-    except (QueryRefused, QueryFailed, StoreUnavailable) as exc:
-        raise fail(f"--sql: {exc}") from None
+    result = read_store(sql, db, run_config.storage, what="--sql: ")
     missing = [c for c in SQL_COLUMNS if c not in result.columns]
     if missing:
         raise fail(f"--sql: the query returns no column {', '.join(missing)} (it returns {', '.join(result.columns)}); "
