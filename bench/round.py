@@ -12,7 +12,12 @@ stored (`rounds`, `training_steps`) and prints them with the figures below.
   between steps, the gate) costs. `round_summary.overhead_share` in the store.
 - `time_to_first_sample_s`: from launching the command to the first stored response (the
   engine's start, the first batch's sampling, its storing): what a user waits before round 1
-  has anything to show.
+  has anything to show. `engine_start_s`: the config's sampler started alone in a fresh
+  process (imports included), measured before the round; `first_sample_after_engine_s` the
+  difference: what the run adds to the engine's own start.
+- `watchdog_cpu_share`: the CPU time of the run's watchdog (online_cut/watchdog.py, a
+  process-tree scan a second) over the command's wall time: the share of one core it took
+  from the engine and the trainer.
 - `train_flops_share`: the training steps' achieved FLOP/s over the fastest float32 matrix
   multiply measured in this process after the round, on the same cores (`bench/flops.py`).
   Only the model body's weight multiplies are counted, not attention or the LM head, so the
@@ -34,11 +39,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import timezone
 from pathlib import Path
 
 import duckdb
+import psutil
 import torch
 import yaml
 
@@ -68,18 +75,59 @@ def round_config(config: Path, folder: Path, engine_args: dict[str, object]) -> 
     return path
 
 
-def run_round(config: Path, folder: Path, fresh_compile_cache: bool) -> tuple[float, float]:
-    """Run the round; (launch time as a Unix time, the command's wall seconds)."""
+def cache_env(folder: Path, fresh_compile_cache: bool) -> dict[str, str]:
     from online_cut.base_model import default_cache_dir
 
     env = {**os.environ, "ONLINE_CUT_CACHE": str(default_cache_dir().resolve())}
     if fresh_compile_cache:
         env |= {"VLLM_CACHE_ROOT": str(folder / "vllm-cache"), "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor")}
+    return env
+
+
+ENGINE_START = """
+import sys, time
+started = time.perf_counter()
+from online_cut.config import load_config
+from samplers.factory import open_sampler
+settings = load_config(sys.argv[1])
+with open_sampler(settings.sampler, settings.model.name_or_path(), dtype=settings.model.dtype,
+                  max_model_len=settings.model.max_model_len):
+    print(time.perf_counter() - started)
+"""
+
+
+def engine_start_s(config: Path, env: dict[str, str]) -> float:
+    """Seconds a fresh process takes to import and start the config's sampler, nothing else."""
+    out = subprocess.run([sys.executable, "-c", ENGINE_START, str(config)], cwd=REPO, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
+def watchdog_cpu_s(command: subprocess.Popen, seconds: list[float]) -> None:
+    """Note the CPU seconds of `command`'s watchdog in `seconds[0]` until the command ends."""
+    while command.poll() is None:
+        for process in psutil.process_iter(["cmdline", "cpu_times"]):
+            cmdline = process.info["cmdline"] or []
+            if "online_cut.watchdog" in cmdline and str(command.pid) in cmdline:
+                times = process.info["cpu_times"]
+                seconds[0] = max(seconds[0], times.user + times.system)
+        time.sleep(0.5)
+
+
+def run_round(config: Path, folder: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """Run the round; (launch time as a Unix time, the command's wall seconds, its watchdog's CPU seconds)."""
     command = [str(Path(sys.executable).with_name("online-cut")), "run", "--config", str(config), "--run", "bench"]
     launched = time.time()
     started = time.perf_counter()
-    subprocess.run(command, cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL)
-    return launched, time.perf_counter() - started
+    process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL)
+    watchdog = [0.0]
+    watching = threading.Thread(target=watchdog_cpu_s, args=(process, watchdog))
+    watching.start()
+    if process.wait():
+        raise SystemExit(f"online-cut run failed with exit status {process.returncode}")
+    command_s = time.perf_counter() - started
+    watching.join()
+    return launched, command_s, watchdog[0]
 
 
 def trained_weights(config: Path) -> tuple[int, int]:
@@ -108,7 +156,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
         folder = Path(tmp)
         config = round_config(args.config.resolve(), folder, dict(args.engine_arg))
-        launched, command_s = run_round(config, folder, args.fresh_compile_cache)
+        env = cache_env(folder, args.fresh_compile_cache)
+        engine_s = engine_start_s(config, env)
+        print(f"engine start alone: {engine_s:.1f} s", flush=True)
+        launched, command_s, watchdog_s = run_round(config, folder, env)
         with duckdb.connect(str(folder / "store.duckdb"), read_only=True) as db:
             rounds = db.execute(f"SELECT {', '.join(STEPS)}, wall_s, overhead_share FROM round_summary "
                                 "WHERE run = 'bench'").fetchone()
@@ -126,6 +177,7 @@ def main() -> None:
     tokens = sum(seconds * tokens_per_s for seconds, tokens_per_s in steps)
     achieved = dense_step_flops(*weights, tokens) / steps_s
     peak = matmul_peak_flops(torch.device("cpu"), torch.float32)
+    first_sample_s = first_response.replace(tzinfo=timezone.utc).timestamp() - launched
     print(json.dumps({
         "config": str(args.config),
         "engine_args": dict(args.engine_arg),
@@ -135,7 +187,10 @@ def main() -> None:
         "step_s": step_s,
         "optimizer_steps": len(steps),
         "optimizer_steps_s": steps_s,
-        "time_to_first_sample_s": first_response.replace(tzinfo=timezone.utc).timestamp() - launched,
+        "engine_start_s": engine_s,
+        "time_to_first_sample_s": first_sample_s,
+        "first_sample_after_engine_s": first_sample_s - engine_s,
+        "watchdog_cpu_share": watchdog_s / command_s,
         "train_over_steps": step_s["train_s"] / steps_s,
         "round_overhead_share": overhead_share,
         "train_flops_per_s": achieved,

@@ -1,34 +1,44 @@
-"""Sampling speed from one trained-like adapter: the pipeline's sampler against each raw way.
+"""Sampling speed from one trained-like adapter: the pipeline's sampler against raw vLLM, and what its check costs.
 
-The same 256 prompts (greedy, up to 64 new tokens) and the same adapter (a random LoRA, r=16
-on every projection, standing in for a trained one) go through:
-  - pipeline          the sampler `auto` picks for this machine, adapter attached as a round would
-  - vllm-lora         vllm.LLM(enable_lora=True) with a LoRARequest
-  - vllm-merged       a fresh vllm.LLM on a folder holding the merged weights
-  - transformers      batched generate (32 a batch, left padding) with the PEFT adapter
-vLLM runs in the dtype the pipeline picks for the device (`resolve_dtype`), so the ways
-differ only in how the adapter reaches the model. Each way is warmed up on a few prompts first; only generation is timed (adapter loading,
-merging and engine starts are printed apart). The last line is one JSON object with
-`pipeline_over_best`: the pipeline's tokens/s over the fastest raw way's.
+The same prompts (greedy, up to `--max-tokens` new tokens) and the same adapter (a random LoRA,
+r=16 on every projection, standing in for a trained one) go through:
+  - pipeline          the sampler `auto` picks for this machine, the adapter attached and checked as a round does
+  - vllm-merged       a fresh vllm.LLM on a folder holding the merged weights (the fastest raw way on a CPU)
+  - vllm-lora         vllm.LLM(enable_lora=True) with a LoRARequest          } opt-in with --ways: on 2 CPU
+  - transformers      batched generate (32 a batch, left padding) with PEFT  } cores minutes per pass
+vLLM runs in the dtype the pipeline picks for the device (`resolve_dtype`) with the pipeline's CPU
+binding, so the ways differ only in how the adapter reaches the model.
 
-The adapter's fingerprint check (`samplers.base`) is measured on the pipeline's sampler and on
-each of `--fingerprint-backends`: `fingerprint_max_abs` (and the mean) is the distance of the
-engine's scores of the probe tokens from the float32 ones written with the adapter, and
-`engine_noise_mean_abs` the engine's own on the base model (docs/adapter-check.md);
-`fingerprint_check_s` one check's time, and `fingerprint_check_share` the
-pipeline's over the time to sample a quickstart round (configs/quickstart.yaml: per_round x n
-samples of the mean completion length measured here, at the pipeline's tokens/s).
+Every way is measured alike: a fresh engine, warmed on the same few prompts, then `--passes`
+timed passes over all prompts; the ways take turns `--turns` times (pipeline, merged, pipeline,
+merged, ...), so a warm-up paid by whichever runs first, or the machine's speed drifting, hits
+each way alike. A way's tokens/s is the median of its passes, its spread (max - min) / median.
+Only generation is timed; engine starts, merging and the pipeline's attach are printed apart.
 
-    .venv/bin/python bench/sample.py [--prompts 256] [--max-tokens 64] [--fingerprint-backends vllm-lora,transformers]
+The pipeline's attach (its adapter check: the probe and the fingerprint, `samplers.base`) is timed
+at every turn: `pipeline_check_s` is its median, `check_share` its part of a quickstart round's
+sampling (configs/quickstart.yaml: per_round x n samples of the mean length measured here), and
+`pipeline_with_check_over_best` the pipeline's speed with that cost in. `fingerprint_max_abs` and
+`engine_noise_mean_abs` are the check's distance from the trainer's float32 log-probs and the
+engine's own noise (docs/adapter-check.md); `--fingerprint-backends vllm-lora,transformers` measures
+them on other back-ends too.
+
+    .venv/bin/python bench/sample.py [--prompts 256] [--max-tokens 64] [--passes 2] [--turns 2]
+                                     [--ways pipeline,vllm-merged] [--fingerprint-backends ...]
+
+Alone on the machine (about 7 minutes on 2 cores). The last line is one JSON object with
+`pipeline_over_best`: the pipeline's tokens/s over the fastest raw way's, and each way's seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +56,10 @@ def bench_prompts(count: int):
     return suite_prompts("addition", "train", count // 2) + suite_prompts("format", "train", count - count // 2)
 
 
-def timed(label: str, generate) -> tuple[float, int]:
-    started = time.perf_counter()
-    tokens = generate()
-    seconds = time.perf_counter() - started
-    print(f"{label:14s} {tokens:6d} tokens in {seconds:7.1f} s = {tokens / seconds:7.1f} tokens/s", flush=True)
-    return tokens / seconds, tokens
+@dataclass
+class Pass:
+    tokens: int
+    seconds: float
 
 
 @dataclass
@@ -59,38 +67,41 @@ class FingerprintFigures:
     max_abs: float
     mean_abs: float
     noise: float  # the engine's own mean |Δ log p| on the base model
-    check_s: float
 
 
-def fingerprint_figures(sampler, adapter: Path) -> FingerprintFigures:
-    """Attach `adapter` (its fingerprint checked), then time one more check on its own."""
-    from cut.fingerprint import read_fingerprint
+def timed_passes(label: str, generate, prompts, passes: int) -> list[Pass]:
+    """Warm up on the first few prompts, then time `passes` passes over all of them; `generate` returns tokens."""
+    generate(prompts[:WARMUP_PROMPTS])
+    timed = []
+    for _ in range(passes):
+        started = time.perf_counter()
+        tokens = generate(prompts)
+        timed.append(Pass(tokens, time.perf_counter() - started))
+        print(f"{label:14s} {tokens:6d} tokens in {timed[-1].seconds:6.1f} s = {tokens / timed[-1].seconds:6.1f} tokens/s",
+              flush=True)
+    return timed
 
-    check = sampler.attach(adapter, name="bench")
-    started = time.perf_counter()
-    sampler.check_fingerprint(check, read_fingerprint(adapter))
+
+def fingerprint_figures(check) -> FingerprintFigures:
     found = check.fingerprint
-    figures = FingerprintFigures(found.adapter.max_abs, found.adapter.mean_abs, found.noise.mean_abs,
-                                 time.perf_counter() - started)
-    print(f"{sampler.backend}: fingerprint max |Δ log p| {figures.max_abs:.2e}, mean {figures.mean_abs:.2e}, "
-          f"engine noise {figures.noise:.2e}, check {figures.check_s:.2f} s", flush=True)
-    return figures
+    return FingerprintFigures(found.adapter.max_abs, found.adapter.mean_abs, found.noise.mean_abs)
 
 
-def pipeline_way(model: str, adapter: Path, prompts, settings) -> tuple[str, float, float, FingerprintFigures]:
-    """The pipeline's backend, its tokens/s, mean completion tokens and fingerprint figures."""
+def pipeline_turn(model: str, adapter: Path, prompts, settings, passes: int) -> tuple[str, list[Pass], float, FingerprintFigures]:
+    """The pipeline's back-end, passes, attach (with the adapter check) seconds and the check's figures."""
     from samplers.config import SamplerConfig
     from samplers.factory import open_sampler
 
     started = time.perf_counter()
     with open_sampler(SamplerConfig(kv_cache_gib=KV_CACHE_GIB), model, max_model_len=MAX_MODEL_LEN) as sampler:
-        print(f"pipeline: {sampler.backend} ({sampler.reason}); started in {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"pipeline: {sampler.backend} ({sampler.reason}); started in {time.perf_counter() - started:.0f} s",
+              flush=True)
         started = time.perf_counter()
-        figures = fingerprint_figures(sampler, adapter)
-        print(f"pipeline: attach with adapter checks {time.perf_counter() - started:.1f} s", flush=True)
-        sampler.sample(prompts[:WARMUP_PROMPTS], settings)
-        speed, tokens = timed("pipeline", lambda: sum(s.completion_tokens for s in sampler.sample(prompts, settings)))
-        return sampler.backend, speed, tokens / len(prompts), figures
+        check = sampler.attach(adapter, name="bench")
+        attach_s = time.perf_counter() - started
+        print(f"pipeline: attach with adapter checks {attach_s:.1f} s", flush=True)
+        generate = lambda batch: sum(s.completion_tokens for s in sampler.sample(batch, settings))  # noqa: E731
+        return sampler.backend, timed_passes("pipeline", generate, prompts, passes), attach_s, fingerprint_figures(check)
 
 
 def backend_fingerprint(backend: str, model: str, adapter: Path) -> FingerprintFigures:
@@ -98,33 +109,41 @@ def backend_fingerprint(backend: str, model: str, adapter: Path) -> FingerprintF
     from samplers.factory import open_sampler
 
     with open_sampler(SamplerConfig(backend=backend, kv_cache_gib=KV_CACHE_GIB), model, max_model_len=MAX_MODEL_LEN) as sampler:
-        return fingerprint_figures(sampler, adapter)
+        return fingerprint_figures(sampler.attach(adapter, name="bench"))
 
 
-def vllm_way(label: str, model: str, prompts, settings, lora_path: Path | None = None) -> float:
+def vllm_turn(label: str, model: str, prompts, settings, passes: int, lora_path: Path | None = None) -> list[Pass]:
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
     from samplers.factory import resolve_dtype
 
     options = {"enable_lora": True, "max_lora_rank": 16, "max_loras": 1} if lora_path else {}
+    started = time.perf_counter()
+    # eager as the pipeline's engine on a CPU (samplers/vllm_inprocess.py); vLLM's default on a GPU
     llm = LLM(model=model, dtype=resolve_dtype("auto", "vllm-merged"), max_model_len=MAX_MODEL_LEN,
-              kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30), **options)
+              kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30), **eager_on_cpu(), **options)
+    print(f"{label}: started in {time.perf_counter() - started:.0f} s", flush=True)
     params = SamplingParams(temperature=0, max_tokens=settings.max_tokens)
     request = LoRARequest("bench", 1, str(lora_path)) if lora_path else None
-    conversations = [p.messages() for p in prompts]
 
     def generate(batch) -> int:
-        outputs = llm.chat(batch, params, lora_request=request)
+        outputs = llm.chat([p.messages() for p in batch], params, lora_request=request)
         return sum(len(o.outputs[0].token_ids) for o in outputs)
 
-    generate(conversations[:WARMUP_PROMPTS])
-    speed, _ = timed(label, lambda: generate(conversations))
-    llm.llm_engine.engine_core.shutdown()
-    return speed
+    try:
+        return timed_passes(label, generate, prompts, passes)
+    finally:
+        llm.llm_engine.engine_core.shutdown()
 
 
-def transformers_way(model_dir: str, adapter: Path, prompts, settings) -> float:
+def eager_on_cpu() -> dict[str, bool]:
+    from vllm.platforms import current_platform
+
+    return {"enforce_eager": True} if current_platform.is_cpu() else {}
+
+
+def transformers_turn(model_dir: str, adapter: Path, prompts, settings, passes: int) -> list[Pass]:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -134,7 +153,7 @@ def transformers_way(model_dir: str, adapter: Path, prompts, settings) -> float:
     model.eval()
     eos = model.generation_config.eos_token_id
 
-    def generate(batch) -> int:
+    def generate_batch(batch) -> int:
         texts = [tokenizer.apply_chat_template(p.messages(), tokenize=False, add_generation_prompt=True) for p in batch]
         inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
@@ -144,20 +163,29 @@ def transformers_way(model_dir: str, adapter: Path, prompts, settings) -> float:
         ends = [(row == eos).nonzero() for row in new]
         return sum(int(end[0]) + 1 if len(end) else new.shape[1] for end in ends)
 
-    generate(prompts[:WARMUP_PROMPTS])
-    speed, _ = timed("transformers", lambda: sum(
-        generate(prompts[i : i + TRANSFORMERS_BATCH]) for i in range(0, len(prompts), TRANSFORMERS_BATCH)
-    ))
-    return speed
+    def generate(batch) -> int:
+        return sum(generate_batch(batch[i : i + TRANSFORMERS_BATCH]) for i in range(0, len(batch), TRANSFORMERS_BATCH))
+
+    return timed_passes("transformers", generate, prompts, passes)
+
+
+def speed_figures(passes: list[Pass]) -> dict[str, object]:
+    speeds = [p.tokens / p.seconds for p in passes]
+    median = statistics.median(speeds)
+    return {"tokens_per_s": round(median, 1), "spread": round((max(speeds) - min(speeds)) / median, 3),
+            "seconds": [round(p.seconds, 2) for p in passes]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--ways", default="pipeline,vllm-merged,transformers,vllm-lora")
-    parser.add_argument("--fingerprint-backends", default="vllm-lora,transformers",
-                        help="back-ends besides the pipeline's whose fingerprint noise to measure ('' for none)")
+    parser.add_argument("--passes", type=int, default=2, help="timed passes over all prompts per turn of a way")
+    parser.add_argument("--turns", type=int, default=2, help="times the ways take turns, each with a fresh engine")
+    parser.add_argument("--ways", default="pipeline,vllm-merged",
+                        help="of pipeline, vllm-merged, vllm-lora, transformers (comma-separated)")
+    parser.add_argument("--fingerprint-backends", default="",
+                        help="back-ends besides the pipeline's whose fingerprint noise to measure, e.g. vllm-lora,transformers")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -168,54 +196,72 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "tests" / "support"))
     from random_adapter import write_random_adapter
     from samplers.records import SamplingSettings
+    from samplers.vllm_inprocess import bind_all_cpus
 
+    bind_all_cpus({})  # as the pipeline's engine: raw ways started first would otherwise keep a core idle
     model = str(shipped_model_dir())
     prompts = bench_prompts(args.prompts)
     settings = SamplingSettings(n=1, temperature=0.0, max_tokens=args.max_tokens)
     ways = args.ways.split(",")
-    speeds: dict[str, float] = {}
+    passes: dict[str, list[Pass]] = defaultdict(list)
+    attach_s: list[float] = []
     fingerprints: dict[str, FingerprintFigures] = {}
     with tempfile.TemporaryDirectory(prefix="bench-sample-") as tmp:
         adapter = write_random_adapter(model, Path(tmp) / "adapter", seed=0, scale=0.05, rank=16)
-        if "pipeline" in ways:
-            backend, speeds["pipeline"], mean_tokens, fingerprints[backend] = pipeline_way(model, adapter, prompts, settings)
-        for other in filter(None, args.fingerprint_backends.split(",")):
-            fingerprints[other] = backend_fingerprint(other, model, adapter)
+        merged = Path(tmp) / "merged"
         if "vllm-merged" in ways:
-            merged = Path(tmp) / "merged"
             started = time.perf_counter()
             write_merged_weights(model, adapter, merged)
             AutoTokenizer.from_pretrained(model).save_pretrained(merged)  # with its chat template
             print(f"vllm-merged: merged weights written in {time.perf_counter() - started:.1f} s", flush=True)
-            speeds["vllm-merged"] = vllm_way("vllm-merged", str(merged), prompts, settings)
-        if "transformers" in ways:
-            speeds["transformers"] = transformers_way(model, adapter, prompts, settings)
-        # Last: by far the slowest on CPU, so the close contenders run back to back.
-        if "vllm-lora" in ways:
-            speeds["vllm-lora"] = vllm_way("vllm-lora", model, prompts, settings, lora_path=adapter)
+        for turn in range(1, args.turns + 1):
+            print(f"turn {turn} of {args.turns}", flush=True)
+            if "pipeline" in ways:
+                backend, timed, seconds, fingerprints["pipeline"] = pipeline_turn(model, adapter, prompts, settings,
+                                                                                   args.passes)
+                passes["pipeline"] += timed
+                attach_s.append(seconds)
+            if "vllm-merged" in ways:
+                passes["vllm-merged"] += vllm_turn("vllm-merged", str(merged), prompts, settings, args.passes)
+            if "transformers" in ways:
+                passes["transformers"] += transformers_turn(model, adapter, prompts, settings, args.passes)
+            if "vllm-lora" in ways:
+                passes["vllm-lora"] += vllm_turn("vllm-lora", model, prompts, settings, args.passes, lora_path=adapter)
+        for other in filter(None, args.fingerprint_backends.split(",")):
+            fingerprints[other] = backend_fingerprint(other, model, adapter)
 
-    raw = {way: speed for way, speed in speeds.items() if way != "pipeline"}
-    quickstart = load_config(REPO / "configs" / "quickstart.yaml")
-    round_sampling_s = (
-        quickstart.prompts.per_round * quickstart.sampler.n * mean_tokens / speeds["pipeline"] if "pipeline" in speeds else None
-    )
+    figures = {way: speed_figures(timed) for way, timed in passes.items()}
+    speed = {way: f["tokens_per_s"] for way, f in figures.items()}
+    raw = {way: s for way, s in speed.items() if way != "pipeline"}
     best_way = max(raw, key=raw.get) if raw else None
     result = {
         "bench": "sample",
         "prompts": len(prompts),
         "max_tokens": args.max_tokens,
-        "tokens_per_s": {way: round(speed, 1) for way, speed in speeds.items()},
-        "pipeline_backend": backend if "pipeline" in speeds else None,
+        "passes_per_way": {way: len(timed) for way, timed in passes.items()},
+        "ways": figures,
         "best_way": best_way,
-        "pipeline_over_best": round(speeds["pipeline"] / raw[best_way], 3) if "pipeline" in speeds and raw else None,
+    }
+    if "pipeline" in speed:
+        pipeline = passes["pipeline"]
+        mean_tokens = sum(p.tokens for p in pipeline) / (len(pipeline) * len(prompts))
+        quickstart = load_config(REPO / "configs" / "quickstart.yaml")
+        round_sampling_s = quickstart.prompts.per_round * quickstart.sampler.n * mean_tokens / speed["pipeline"]
+        check_s = statistics.median(attach_s)
+        over_best = speed["pipeline"] / raw[best_way] if raw else None
+        result |= {
+            "pipeline_backend": backend,
+            "pipeline_over_best": round(over_best, 3) if over_best else None,
+            "pipeline_check_s": round(check_s, 2),
+            "quickstart_round_sampling_s": round(round_sampling_s, 1),
+            "check_share": round(check_s / (round_sampling_s + check_s), 3),
+            "pipeline_with_check_over_best": (
+                round(over_best * round_sampling_s / (round_sampling_s + check_s), 3) if over_best else None
+            ),
+        }
+    result |= {
         "fingerprint_max_abs": {name: float(f"{f.max_abs:.3g}") for name, f in fingerprints.items()},
-        "fingerprint_mean_abs": {name: float(f"{f.mean_abs:.3g}") for name, f in fingerprints.items()},
         "engine_noise_mean_abs": {name: float(f"{f.noise:.3g}") for name, f in fingerprints.items()},
-        "fingerprint_check_s": {name: round(f.check_s, 3) for name, f in fingerprints.items()},
-        "quickstart_round_sampling_s": round(round_sampling_s, 1) if round_sampling_s else None,
-        "fingerprint_check_share": (
-            round(fingerprints[backend].check_s / round_sampling_s, 4) if round_sampling_s else None
-        ),
     }
     print(json.dumps(result))
 

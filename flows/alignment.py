@@ -12,6 +12,8 @@ earlier, killed attempts Crashed on the server (flows/attempts.py).
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import artifacts, attempts
-from flows.people import judge_with_people
+from flows.people import judge_with_people, server_has_a_ui
 from judges.base import Judge
 from judges.cache import StoreJudgmentCache
 from judges.human import PEOPLE
@@ -30,11 +32,13 @@ from online_cut.watchdog import guard_store_children
 from rounds.context import RunContext
 from rounds.resume import open_run
 from samplers.base import Sampler
-from samplers.factory import open_sampler
+from samplers.factory import open_sampler, started_early
 from storage.store import Store
 from tasks import steps
 from tasks.judge_setup import configured_judge
 from tasks.placement import check_pools
+
+log = logging.getLogger(__name__)
 
 
 # Its parameters are the run's live objects (store context, warm engine, judge), not user
@@ -100,3 +104,27 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     artifacts.publish_run(ctx)
     return run
 
+
+
+def run_here(config: str, rounds: int | None = None, run: str | None = None) -> str:
+    """Run `online_cut` in this process (`online-cut run`) with round 1's two waits side by side.
+
+    Without PREFECT_API_URL a flow run first starts Prefect's temporary server, and only then could
+    the flow start its engine: here the server starts in its own process while this one starts the
+    engine (both were about half of the wait for round 1's first sample, docs/cold-start.md).
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    settings = load_config(Path(config), {"rounds": rounds} if rounds is not None else None)
+    # Before the engine starts: a killed run's engine would share the cores with it.
+    for leftover in guard_store_children(settings.storage.db):
+        log.warning("a killed run on %s left process %s running; ended it", settings.storage.db, leftover)
+    # A failed start is not lost: the flow run starts the server again and raises its error.
+    server = None if server_has_a_ui() else threading.Thread(target=SubprocessASGIServer().start, daemon=True)
+    if server:
+        server.start()
+    with started_early(settings.sampler, settings.model.name_or_path(), dtype=settings.model.dtype,
+                       max_model_len=settings.model.max_model_len):
+        if server:
+            server.join()
+        return online_cut(config=config, rounds=rounds, run=run)

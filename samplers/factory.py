@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from samplers.base import Sampler
 from samplers.config import SamplerConfig
 
 log = logging.getLogger(__name__)
+
+# Samplers started before the code that opens them ran (`started_early`), by the arguments they were opened with.
+_started_early: list[tuple[tuple[SamplerConfig, str, str, int], Sampler]] = []
 
 
 def choose_backend(config: SamplerConfig) -> tuple[str, str]:
@@ -56,7 +61,13 @@ def open_sampler(
     """Start the configured sampler on `base_model` (a model folder or hub id); close it when done.
 
     Starts at most one engine; `sampler.backend` and `sampler.reason` say what was chosen and why.
+    A sampler `started_early` with the same arguments is handed over instead of starting another.
     """
+    arguments = (config, str(base_model), dtype, max_model_len)
+    for entry in _started_early:
+        if entry[0] == arguments:
+            _started_early.remove(entry)
+            return entry[1]
     backend, reason = choose_backend(config)
     log.info("sampler backend %s: %s", backend, reason)
     base_model = str(base_model)
@@ -73,3 +84,23 @@ def open_sampler(
 
     sampler_class = VllmLoraSampler if backend == "vllm-lora" else VllmMergedSampler
     return sampler_class(config, base_model, reason, dtype=dtype, max_model_len=max_model_len)
+
+
+@contextmanager
+def started_early(
+    config: SamplerConfig, base_model: str | Path, *, dtype: str = "auto", max_model_len: int = 1024
+) -> Iterator[Sampler]:
+    """Start the sampler now, for the first later `open_sampler` with the same arguments to take over.
+
+    For a caller that knows the config before the code that samples can run (`online-cut run` starts the
+    engine while Prefect's temporary server starts). Closed on exit unless it was taken.
+    """
+    entry = ((config, str(base_model), dtype, max_model_len), open_sampler(config, base_model, dtype=dtype,
+                                                                          max_model_len=max_model_len))
+    _started_early.append(entry)
+    try:
+        yield entry[1]
+    finally:
+        if any(early is entry for early in _started_early):
+            _started_early.remove(entry)
+            entry[1].close()

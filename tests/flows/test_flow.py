@@ -485,3 +485,48 @@ def test_serve_sets_up_the_automation_that_crashes_runs_without_heartbeats_once(
         created = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True)
         assert created.returncode == 0, created.stderr[-3000:]
         assert created.stdout.splitlines() == [f"{within} CRASHED"]  # one automation: three missed heartbeats
+
+
+def test_online_cut_run_starts_its_engine_while_the_temporary_prefect_server_starts(
+    tiny_model: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Round 1's two waits side by side (bench/round.py time_to_first_sample_s): the engine starts
+    while the server does (each waits for the other to have begun), after the watchdog guards the
+    run's children, and the flow's sampler is that engine, not a second one."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    import flows.alignment as alignment
+    from samplers.factory import open_sampler
+    from samplers.transformers_sampler import TransformersSampler
+
+    config = write_config(tmp_path, tiny_model, sampler={"backend": "transformers"})
+    events: list[str] = []
+    started = []
+
+    def start_server(self, timeout=None) -> None:
+        events.append("server starting")
+        wait_until(lambda: "engine started" in events, 60, "the engine's start", poll_s=0.05)
+        events.append("server up")
+
+    def start_engine(self, *args, **kwargs) -> None:
+        wait_until(lambda: "server starting" in events, 60, "the server's start", poll_s=0.05)
+        start(self, *args, **kwargs)
+        started.append(self)
+        events.append("engine started")
+
+    def flow(config: str, rounds: int | None, run: str | None) -> str:
+        events.append("flow")
+        settings = alignment.load_config(Path(config))
+        with open_sampler(settings.sampler, settings.model.name_or_path(), dtype=settings.model.dtype,
+                          max_model_len=settings.model.max_model_len) as sampler:
+            assert started == [sampler]
+        return "done"
+
+    start = TransformersSampler.__init__
+    monkeypatch.setattr(alignment, "guard_store_children", lambda db: events.append("guarded") or [])
+    monkeypatch.setattr(alignment, "server_has_a_ui", lambda: False)
+    monkeypatch.setattr(SubprocessASGIServer, "start", start_server)
+    monkeypatch.setattr(TransformersSampler, "__init__", start_engine)
+    monkeypatch.setattr(alignment, "online_cut", flow)
+    assert alignment.run_here(str(config), run="early") == "done"
+    assert events == ["guarded", "server starting", "engine started", "server up", "flow"]

@@ -127,6 +127,36 @@ def test_the_sample_step_samples_with_the_runs_settings_not_the_samplers_own(tin
     assert {row["sampling"]["n"] for row in stored} == {2} and {row["sampling"]["max_tokens"] for row in stored} == {6}
 
 
+def test_the_first_prompts_are_stored_before_the_rest_is_sampled_and_a_rerun_stores_the_rest(
+    tiny_model, tmp_path, monkeypatch
+) -> None:
+    """So a round has responses to show seconds after its engine is up (bench/round.py's
+    time_to_first_sample_s); a crash while the rest is sampled loses nothing stored."""
+    ctx = make_context(tmp_path, tiny_model)
+    ctx.config.prompts.per_round = sampling.FIRST_PROMPTS + 3
+    ctx.store.add_run(ctx.run)
+    with open_sampler(ctx.config.sampler, ctx.base_model) as sampler:
+        context.start_round(ctx, 1)
+        sample = sampler.sample
+
+        def crash_on_the_rest(prompts, settings=None):
+            if len(prompts) != sampling.FIRST_PROMPTS:
+                raise RuntimeError("engine died")
+            return sample(prompts, settings)
+
+        monkeypatch.setattr(sampler, "sample", crash_on_the_rest)
+        with pytest.raises(RuntimeError, match="engine died"):
+            sampling.sample(ctx, sampler, 1)
+        first = ctx.store.query("SELECT response_id, text FROM responses ORDER BY response_id")
+        assert len(first) == sampling.FIRST_PROMPTS * 2 and ctx.state(1).sample_s is None
+
+        monkeypatch.setattr(sampler, "sample", sample)
+        assert sampling.sample(ctx, sampler, 1) == 3 * 2
+    stored = ctx.store.query("SELECT response_id, text FROM responses ORDER BY response_id")
+    assert len(stored) == (sampling.FIRST_PROMPTS + 3) * 2 and set(map(str, first)) <= set(map(str, stored))
+    assert ctx.state(1).sample_s is not None
+
+
 @pytest.mark.parametrize(
     ("gate", "incumbent", "candidate", "promoted"),
     [

@@ -16,7 +16,7 @@ from samplers.adapters import AdapterError, inspect_adapter
 from cut.fingerprint import FINGERPRINT_FILE, read_fingerprint
 from samplers.base import AdapterMismatchError, AdapterNotAppliedError
 from samplers.config import PromptsConfig, SamplerConfig
-from samplers.factory import choose_backend, open_sampler
+from samplers.factory import choose_backend, open_sampler, started_early
 from samplers.prompts import PromptSourceError, read_prompt_file, round_prompts, suite_prompts
 from random_adapter import write_random_adapter
 from samplers.records import Prompt, SamplingSettings
@@ -107,6 +107,24 @@ def test_each_round_draws_its_own_prompts_and_files_wrap_around(tmp_path):
     file.write_text("".join(json.dumps({"instruction": f"q{i}"}) + "\n" for i in range(5)))
     from_file = PromptsConfig(suite=None, file=file, per_round=3)
     assert [p.instruction for p in round_prompts(from_file, 1)] == ["q3", "q4", "q0"]
+
+
+def test_a_sampler_started_early_is_handed_to_the_open_sampler_with_its_arguments_and_closed_if_never_taken(
+    tiny_model, monkeypatch
+):
+    """`online-cut run` starts its engine while Prefect's server starts (flows/alignment.py run_here)."""
+    config = SamplerConfig(backend="transformers")
+    closed = []
+    monkeypatch.setattr(TransformersSampler, "close", lambda self: closed.append(self))
+    with started_early(config, tiny_model) as early:
+        assert open_sampler(config.model_copy(update={"n": 2}), tiny_model) is not early  # other arguments
+        assert open_sampler(config, tiny_model, max_model_len=512) is not early
+        assert open_sampler(config, tiny_model) is early
+        assert open_sampler(config, tiny_model) is not early  # handed over once
+    assert early not in closed  # its taker closes it
+    with started_early(config, tiny_model) as untaken:
+        pass
+    assert closed == [untaken]
 
 
 def test_auto_backend_on_this_cpu_machine_merges_into_vllm_and_says_why():
