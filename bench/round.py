@@ -92,7 +92,7 @@ from samplers.factory import open_sampler
 settings = load_config(sys.argv[1])
 with open_sampler(settings.sampler, settings.model.name_or_path(), dtype=settings.model.dtype,
                   max_model_len=settings.model.max_model_len):
-    print(time.perf_counter() - started)
+    print("engine started in", time.perf_counter() - started)
 """
 
 
@@ -100,7 +100,8 @@ def engine_start_s(config: Path, env: dict[str, str]) -> float:
     """Seconds a fresh process takes to import and start the config's sampler, nothing else."""
     out = subprocess.run([sys.executable, "-c", ENGINE_START, str(config)], cwd=REPO, env=env, check=True,
                          capture_output=True, text=True).stdout
-    return float(out.split()[-1])
+    (line,) = (line for line in out.splitlines() if line.startswith("engine started in"))
+    return float(line.split()[-1])
 
 
 def watchdog_cpu_s(command: subprocess.Popen, seconds: list[float]) -> None:

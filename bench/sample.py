@@ -15,18 +15,20 @@ merged, ...), so a warm-up paid by whichever runs first, or the machine's speed 
 each way alike. A way's tokens/s is the median of its passes, its spread (max - min) / median.
 Only generation is timed; engine starts, merging and the pipeline's attach are printed apart.
 
-The pipeline's attach (its adapter check: the probe and the fingerprint, `samplers.base`) is timed
-at every turn: `pipeline_check_s` is its median, `check_share` its part of a quickstart round's
-sampling (configs/quickstart.yaml: per_round x n samples of the mean length measured here), and
-`pipeline_with_check_over_best` the pipeline's speed with that cost in. `fingerprint_max_abs` and
-`engine_noise_mean_abs` are the check's distance from the trainer's float32 log-probs and the
+The pipeline's attach is timed at every turn, as a round attaches: the weights reach the engine
+(merged and reloaded, on a CPU) and are checked (the probe against the base model's and the
+fingerprint, `samplers.base`). `pipeline_attach_s` is its median, `fingerprint_check_s` that of one
+fingerprint check alone, `attach_share` the attach's part of a quickstart round's sampling
+(configs/quickstart.yaml: per_round x n samples of the mean length measured here, plus the attach),
+and `pipeline_with_attach_over_best` the pipeline's speed with the attach in. `fingerprint_max_abs`
+and `engine_noise_mean_abs` are the check's distance from the trainer's float32 log-probs and the
 engine's own noise (docs/adapter-check.md); `--fingerprint-backends vllm-lora,transformers` measures
 them on other back-ends too.
 
-    .venv/bin/python bench/sample.py [--prompts 256] [--max-tokens 64] [--passes 2] [--turns 2]
+    .venv/bin/python bench/sample.py [--prompts 256] [--max-tokens 64] [--passes 3] [--turns 2]
                                      [--ways pipeline,vllm-merged] [--fingerprint-backends ...]
 
-Alone on the machine (about 7 minutes on 2 cores). The last line is one JSON object with
+Alone on the machine (3 to 8 minutes on 2 cores, as fast as the day's machine). The last line is one JSON object with
 `pipeline_over_best`: the pipeline's tokens/s over the fastest raw way's, and each way's seconds.
 """
 
@@ -87,8 +89,17 @@ def fingerprint_figures(check) -> FingerprintFigures:
     return FingerprintFigures(found.adapter.max_abs, found.adapter.mean_abs, found.noise.mean_abs)
 
 
-def pipeline_turn(model: str, adapter: Path, prompts, settings, passes: int) -> tuple[str, list[Pass], float, FingerprintFigures]:
-    """The pipeline's back-end, passes, attach (with the adapter check) seconds and the check's figures."""
+@dataclass
+class PipelineTurn:
+    backend: str
+    passes: list[Pass]
+    attach_s: float  # the adapter attached as a round attaches it, checks included
+    fingerprint_check_s: float  # one fingerprint check alone
+    fingerprint: FingerprintFigures
+
+
+def pipeline_turn(model: str, adapter: Path, prompts, settings, passes: int) -> PipelineTurn:
+    from cut.fingerprint import read_fingerprint
     from samplers.config import SamplerConfig
     from samplers.factory import open_sampler
 
@@ -99,9 +110,14 @@ def pipeline_turn(model: str, adapter: Path, prompts, settings, passes: int) -> 
         started = time.perf_counter()
         check = sampler.attach(adapter, name="bench")
         attach_s = time.perf_counter() - started
-        print(f"pipeline: attach with adapter checks {attach_s:.1f} s", flush=True)
+        started = time.perf_counter()
+        sampler.check_fingerprint(check, read_fingerprint(adapter))
+        check_s = time.perf_counter() - started
+        print(f"pipeline: attach with adapter checks {attach_s:.1f} s, a fingerprint check alone {check_s:.2f} s",
+              flush=True)
         generate = lambda batch: sum(s.completion_tokens for s in sampler.sample(batch, settings))  # noqa: E731
-        return sampler.backend, timed_passes("pipeline", generate, prompts, passes), attach_s, fingerprint_figures(check)
+        return PipelineTurn(sampler.backend, timed_passes("pipeline", generate, prompts, passes), attach_s, check_s,
+                            fingerprint_figures(check))
 
 
 def backend_fingerprint(backend: str, model: str, adapter: Path) -> FingerprintFigures:
@@ -180,7 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--passes", type=int, default=2, help="timed passes over all prompts per turn of a way")
+    parser.add_argument("--passes", type=int, default=3, help="timed passes over all prompts per turn of a way")
     parser.add_argument("--turns", type=int, default=2, help="times the ways take turns, each with a fresh engine")
     parser.add_argument("--ways", default="pipeline,vllm-merged",
                         help="of pipeline, vllm-merged, vllm-lora, transformers (comma-separated)")
@@ -204,7 +220,7 @@ def main() -> None:
     settings = SamplingSettings(n=1, temperature=0.0, max_tokens=args.max_tokens)
     ways = args.ways.split(",")
     passes: dict[str, list[Pass]] = defaultdict(list)
-    attach_s: list[float] = []
+    pipeline_turns: list[PipelineTurn] = []
     fingerprints: dict[str, FingerprintFigures] = {}
     with tempfile.TemporaryDirectory(prefix="bench-sample-") as tmp:
         adapter = write_random_adapter(model, Path(tmp) / "adapter", seed=0, scale=0.05, rank=16)
@@ -217,10 +233,9 @@ def main() -> None:
         for turn in range(1, args.turns + 1):
             print(f"turn {turn} of {args.turns}", flush=True)
             if "pipeline" in ways:
-                backend, timed, seconds, fingerprints["pipeline"] = pipeline_turn(model, adapter, prompts, settings,
-                                                                                   args.passes)
-                passes["pipeline"] += timed
-                attach_s.append(seconds)
+                pipeline_turns.append(pipeline_turn(model, adapter, prompts, settings, args.passes))
+                passes["pipeline"] += pipeline_turns[-1].passes
+                fingerprints["pipeline"] = pipeline_turns[-1].fingerprint
             if "vllm-merged" in ways:
                 passes["vllm-merged"] += vllm_turn("vllm-merged", str(merged), prompts, settings, args.passes)
             if "transformers" in ways:
@@ -247,16 +262,17 @@ def main() -> None:
         mean_tokens = sum(p.tokens for p in pipeline) / (len(pipeline) * len(prompts))
         quickstart = load_config(REPO / "configs" / "quickstart.yaml")
         round_sampling_s = quickstart.prompts.per_round * quickstart.sampler.n * mean_tokens / speed["pipeline"]
-        check_s = statistics.median(attach_s)
+        attach_s = statistics.median(turn.attach_s for turn in pipeline_turns)
         over_best = speed["pipeline"] / raw[best_way] if raw else None
         result |= {
-            "pipeline_backend": backend,
+            "pipeline_backend": pipeline_turns[0].backend,
             "pipeline_over_best": round(over_best, 3) if over_best else None,
-            "pipeline_check_s": round(check_s, 2),
+            "pipeline_attach_s": round(attach_s, 2),
+            "fingerprint_check_s": round(statistics.median(turn.fingerprint_check_s for turn in pipeline_turns), 3),
             "quickstart_round_sampling_s": round(round_sampling_s, 1),
-            "check_share": round(check_s / (round_sampling_s + check_s), 3),
-            "pipeline_with_check_over_best": (
-                round(over_best * round_sampling_s / (round_sampling_s + check_s), 3) if over_best else None
+            "attach_share": round(attach_s / (round_sampling_s + attach_s), 3),
+            "pipeline_with_attach_over_best": (
+                round(over_best * round_sampling_s / (round_sampling_s + attach_s), 3) if over_best else None
             ),
         }
     result |= {

@@ -168,16 +168,16 @@ class VllmInProcessSampler(Sampler):
         params = SamplingParams(
             max_tokens=1, temperature=0.0, prompt_logprobs=0, skip_reading_prefix_cache=False, detokenize=False
         )
+        prompts = [TokensPrompt(prompt_token_ids=list(sequence.token_ids)) for sequence in sequences]
+        request = self._lora_request()
+        # With an adapter on the LoRA path, one request per call: vLLM's CPU LoRA kernels fail on prompt
+        # log-probs of a batch of several requests (bgmv_shrink: "subscript b has size 4 ... previously
+        # seen size 160"). Otherwise one call for all: each call costs the engine a round trip.
+        calls = [[prompt] for prompt in prompts] if request is not None else [prompts]
+        outputs = [output for call in calls
+                   for output in self._engine().generate(call, params, use_tqdm=False, lora_request=request)]
         scores = []
-        # One request per call: vLLM's CPU LoRA kernels fail on prompt log-probs of a batch of
-        # several requests (bgmv_shrink: "subscript b has size 4 ... previously seen size 160").
-        for sequence in sequences:
-            (output,) = self._engine().generate(
-                TokensPrompt(prompt_token_ids=list(sequence.token_ids)),
-                params,
-                use_tqdm=False,
-                lora_request=self._lora_request(),
-            )
+        for sequence, output in zip(sequences, outputs, strict=True):
             response = sequence.response_ids
             steps = output.prompt_logprobs[-len(response) :]
             scores.append([step[token].logprob for step, token in zip(steps, response, strict=True)])
