@@ -155,7 +155,8 @@ class Sampler(ABC):
         if self._base_probe is None:
             self._base_probe = self._probe()
         if adapter is None:
-            self._activate(None, None, 0)
+            if not self._serving_base:  # a fresh engine serves the base model already (no reload before round 1)
+                self._activate(None, None, 0)
             self._serving_base = True
             self.adapter = None
             return self._check(None, None, expect_change=False)

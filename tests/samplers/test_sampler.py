@@ -182,6 +182,20 @@ def test_transformers_backend_samples_the_attached_adapter_and_restores_the_base
     assert [s.text for s in tiny_sampler.sample(PROMPTS, GREEDY)] == [s.text for s in base]
 
 
+def test_a_fresh_engine_is_not_reloaded_to_serve_the_base_model_it_serves(tiny_model, tiny_adapters, monkeypatch):
+    """Round 1 samples the base model: on vllm-merged a reload of the base weights would cost it seconds."""
+    activated = []
+    with open_sampler(SamplerConfig(backend="transformers"), tiny_model) as sampler:
+        activate = sampler._activate
+        monkeypatch.setattr(sampler, "_activate",
+                            lambda adapter, *args: activated.append(adapter and adapter.path) or activate(adapter, *args))
+        sampler.attach(None)
+        assert activated == []
+        sampler.attach(tiny_adapters["trained"], name="round-1", expect_change=False)
+        sampler.attach(None)
+        assert activated == [tiny_adapters["trained"], None]
+
+
 def test_zeroed_adapter_passed_as_trained_fails_the_check_loudly(tiny_sampler, tiny_adapters):
     with pytest.raises(AdapterNotAppliedError, match=r"adapter 'round-2' .*zeroed.*lora_B weights are all zero"):
         tiny_sampler.attach(tiny_adapters["zeroed"], name="round-2")
