@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -212,25 +213,34 @@ def probe_sequences(tokenizer: Any) -> tuple[ProbeSequence, ...]:
 
 
 def score_probe(model: Any, sequences: tuple[ProbeSequence, ...]) -> list[list[float]]:
-    """log p of each probe's response tokens under `model` (a causal LM, PEFT-wrapped or not), in one
-    forward pass over the right-padded batch, log-softmax taken in float32."""
+    """log p of each probe's response tokens under `model` (a causal LM, PEFT-wrapped or not), log-softmax
+    taken in float32. The probes' common prefix (the system prompt, most of their tokens) runs once and
+    its keys and values serve every probe: the trainer writes a fingerprint every round, and the full
+    batch cost it about a second a round on 2 CPU cores."""
     import torch
 
     device = next(model.parameters()).device
-    width = max(len(s.token_ids) for s in sequences)
+    shared = min(len(os.path.commonprefix([s.token_ids for s in sequences])), min(s.response_start for s in sequences) - 1)
+    rests = [s.token_ids[shared:] for s in sequences]
+    width = max(map(len, rests))
     ids = torch.zeros(len(sequences), width, dtype=torch.long)
-    mask = torch.zeros(len(sequences), width, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence.token_ids)] = torch.tensor(sequence.token_ids)
-        mask[row, : len(sequence.token_ids)] = 1
+    mask = torch.ones(len(sequences), shared + width, dtype=torch.long)
+    for row, rest in enumerate(rests):
+        ids[row, : len(rest)] = torch.tensor(rest)
+        mask[row, shared + len(rest) :] = 0
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        cache = None
+        if shared:
+            cache = model(input_ids=torch.tensor([sequences[0].token_ids[:shared]], device=device), use_cache=True,
+                          logits_to_keep=1).past_key_values  # its logits are not scored
+            cache.batch_repeat_interleave(len(sequences))
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache).logits.float()
     model.train(was_training)
     scores = []
     for row, sequence in enumerate(sequences):
-        positions = torch.arange(sequence.response_start - 1, len(sequence.token_ids) - 1, device=device)
+        positions = torch.arange(sequence.response_start - 1 - shared, len(sequence.token_ids) - 1 - shared, device=device)
         logp = torch.log_softmax(logits[row, positions], dim=-1)
         targets = torch.tensor(sequence.response_ids, device=device)
         scores.append(logp.gather(1, targets[:, None]).squeeze(1).tolist())

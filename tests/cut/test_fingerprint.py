@@ -12,10 +12,13 @@ from cut.fingerprint import (
     NOISE_MULTIPLE,
     SEPARABLE_Z,
     Fingerprint,
+    PROBES,
     FingerprintDistance,
     ProbeSequence,
     match,
+    probe_sequences,
     read_fingerprint,
+    score_probe,
 )
 from cut.trainer import train
 
@@ -114,3 +117,30 @@ def test_the_trainer_records_the_parent_and_the_base_in_each_rounds_fingerprint(
     assert one.parent_logprobs == one.base_logprobs  # a fresh LoRA continues the base model
     assert two.parent_logprobs == one.logprobs and two.base_logprobs == one.base_logprobs
     assert two.logprobs != one.logprobs
+
+
+@pytest.mark.parametrize("probes", [PROBES, PROBES[:1], (("Hi?", "Hello."), ("What is 2 + 2? Say it.", "4")), None])
+def test_the_probe_scored_once_for_its_shared_prefix_equals_each_sequence_scored_alone(tiny_model, probes,
+                                                                                        monkeypatch) -> None:
+    """score_probe runs the probes' common prefix once (its keys and values serve every probe); None:
+    sequences with no common prefix."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import cut.fingerprint as fingerprint
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    if probes is None:
+        sequences = (ProbeSequence((5, 6, 7, 8, 9), 3), ProbeSequence((10, 11, 12), 1))
+    else:
+        monkeypatch.setattr(fingerprint, "PROBES", probes)
+        sequences = probe_sequences(AutoTokenizer.from_pretrained(tiny_model))
+    alone = []
+    for sequence in sequences:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([sequence.token_ids])).logits[0].float()
+        logp = torch.log_softmax(logits[sequence.response_start - 1 : -1], dim=-1)
+        alone.append(logp.gather(1, torch.tensor(sequence.response_ids)[:, None]).squeeze(1).tolist())
+    shared = score_probe(model, sequences)
+    assert [len(s) for s in shared] == [len(s) for s in alone]
+    assert max(abs(a - b) for x, y in zip(shared, alone) for a, b in zip(x, y)) < 1e-4
