@@ -6,8 +6,11 @@ r=16 on every projection, standing in for a trained one) go through:
   - vllm-merged       a fresh vllm.LLM on a folder holding the merged weights (the fastest raw way on a CPU)
   - vllm-lora         vllm.LLM(enable_lora=True) with a LoRARequest          } opt-in with --ways: on 2 CPU
   - transformers      batched generate (32 a batch, left padding) with PEFT  } cores minutes per pass
-vLLM runs in the dtype the pipeline picks for the device (`resolve_dtype`) with the pipeline's CPU
-binding, so the ways differ only in how the adapter reaches the model.
+vLLM runs in the dtype and mode the pipeline picks for the device (`resolve_dtype`; eager on a CPU,
+samplers/vllm_inprocess.py) with the pipeline's CPU binding, so the ways differ only in how the
+adapter reaches the model. The opt-in way `vllm-merged-compiled` is vllm-merged in vLLM's own
+default mode (compiled with inductor on a CPU): the engine-mode trade-off, its start included
+(`start_s`), beside the adapter path's; docs/cold-start.md has its figures.
 
 Every way is measured alike: a fresh engine, warmed on the same few prompts, then `--passes`
 timed passes over all prompts; the ways take turns `--turns` times (pipeline, merged, pipeline,
@@ -92,6 +95,7 @@ def fingerprint_figures(check) -> FingerprintFigures:
 @dataclass
 class PipelineTurn:
     backend: str
+    start_s: float
     passes: list[Pass]
     attach_s: float  # the adapter attached as a round attaches it, checks included
     fingerprint_check_s: float  # one fingerprint check alone
@@ -105,8 +109,8 @@ def pipeline_turn(model: str, adapter: Path, prompts, settings, passes: int) -> 
 
     started = time.perf_counter()
     with open_sampler(SamplerConfig(kv_cache_gib=KV_CACHE_GIB), model, max_model_len=MAX_MODEL_LEN) as sampler:
-        print(f"pipeline: {sampler.backend} ({sampler.reason}); started in {time.perf_counter() - started:.0f} s",
-              flush=True)
+        start_s = time.perf_counter() - started
+        print(f"pipeline: {sampler.backend} ({sampler.reason}); started in {start_s:.0f} s", flush=True)
         started = time.perf_counter()
         check = sampler.attach(adapter, name="bench")
         attach_s = time.perf_counter() - started
@@ -116,7 +120,7 @@ def pipeline_turn(model: str, adapter: Path, prompts, settings, passes: int) -> 
         print(f"pipeline: attach with adapter checks {attach_s:.1f} s, a fingerprint check alone {check_s:.2f} s",
               flush=True)
         generate = lambda batch: sum(s.completion_tokens for s in sampler.sample(batch, settings))  # noqa: E731
-        return PipelineTurn(sampler.backend, timed_passes("pipeline", generate, prompts, passes), attach_s, check_s,
+        return PipelineTurn(sampler.backend, start_s, timed_passes("pipeline", generate, prompts, passes), attach_s, check_s,
                             fingerprint_figures(check))
 
 
@@ -128,7 +132,9 @@ def backend_fingerprint(backend: str, model: str, adapter: Path) -> FingerprintF
         return fingerprint_figures(sampler.attach(adapter, name="bench"))
 
 
-def vllm_turn(label: str, model: str, prompts, settings, passes: int, lora_path: Path | None = None) -> list[Pass]:
+def vllm_turn(label: str, model: str, prompts, settings, passes: int, lora_path: Path | None = None,
+              eager: bool = True) -> tuple[list[Pass], float]:
+    """The way's passes and its engine's start seconds."""
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
@@ -138,8 +144,9 @@ def vllm_turn(label: str, model: str, prompts, settings, passes: int, lora_path:
     started = time.perf_counter()
     # eager as the pipeline's engine on a CPU (samplers/vllm_inprocess.py); vLLM's default on a GPU
     llm = LLM(model=model, dtype=resolve_dtype("auto", "vllm-merged"), max_model_len=MAX_MODEL_LEN,
-              kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30), **eager_on_cpu(), **options)
-    print(f"{label}: started in {time.perf_counter() - started:.0f} s", flush=True)
+              kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30), **(eager_on_cpu() if eager else {}), **options)
+    start_s = time.perf_counter() - started
+    print(f"{label}: started in {start_s:.0f} s", flush=True)
     params = SamplingParams(temperature=0, max_tokens=settings.max_tokens)
     request = LoRARequest("bench", 1, str(lora_path)) if lora_path else None
 
@@ -148,7 +155,7 @@ def vllm_turn(label: str, model: str, prompts, settings, passes: int, lora_path:
         return sum(len(o.outputs[0].token_ids) for o in outputs)
 
     try:
-        return timed_passes(label, generate, prompts, passes)
+        return timed_passes(label, generate, prompts, passes), start_s
     finally:
         llm.llm_engine.engine_core.shutdown()
 
@@ -199,7 +206,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3, help="timed passes over all prompts per turn of a way")
     parser.add_argument("--turns", type=int, default=2, help="times the ways take turns, each with a fresh engine")
     parser.add_argument("--ways", default="pipeline,vllm-merged",
-                        help="of pipeline, vllm-merged, vllm-lora, transformers (comma-separated)")
+                        help="of pipeline, vllm-merged, vllm-merged-compiled, vllm-lora, transformers (comma-separated)")
     parser.add_argument("--fingerprint-backends", default="",
                         help="back-ends besides the pipeline's whose fingerprint noise to measure, e.g. vllm-lora,transformers")
     args = parser.parse_args()
@@ -220,12 +227,13 @@ def main() -> None:
     settings = SamplingSettings(n=1, temperature=0.0, max_tokens=args.max_tokens)
     ways = args.ways.split(",")
     passes: dict[str, list[Pass]] = defaultdict(list)
+    starts: dict[str, list[float]] = defaultdict(list)  # the engine ways' start seconds, a turn each
     pipeline_turns: list[PipelineTurn] = []
     fingerprints: dict[str, FingerprintFigures] = {}
     with tempfile.TemporaryDirectory(prefix="bench-sample-") as tmp:
         adapter = write_random_adapter(model, Path(tmp) / "adapter", seed=0, scale=0.05, rank=16)
         merged = Path(tmp) / "merged"
-        if "vllm-merged" in ways:
+        if {"vllm-merged", "vllm-merged-compiled"} & set(ways):
             started = time.perf_counter()
             write_merged_weights(model, adapter, merged)
             AutoTokenizer.from_pretrained(model).save_pretrained(merged)  # with its chat template
@@ -235,17 +243,25 @@ def main() -> None:
             if "pipeline" in ways:
                 pipeline_turns.append(pipeline_turn(model, adapter, prompts, settings, args.passes))
                 passes["pipeline"] += pipeline_turns[-1].passes
+                starts["pipeline"].append(pipeline_turns[-1].start_s)
                 fingerprints["pipeline"] = pipeline_turns[-1].fingerprint
-            if "vllm-merged" in ways:
-                passes["vllm-merged"] += vllm_turn("vllm-merged", str(merged), prompts, settings, args.passes)
+            for way in ("vllm-merged", "vllm-merged-compiled"):
+                if way in ways:
+                    timed, start_s = vllm_turn(way, str(merged), prompts, settings, args.passes,
+                                               eager=way == "vllm-merged")
+                    passes[way] += timed
+                    starts[way].append(start_s)
             if "transformers" in ways:
                 passes["transformers"] += transformers_turn(model, adapter, prompts, settings, args.passes)
             if "vllm-lora" in ways:
-                passes["vllm-lora"] += vllm_turn("vllm-lora", model, prompts, settings, args.passes, lora_path=adapter)
+                timed, start_s = vllm_turn("vllm-lora", model, prompts, settings, args.passes, lora_path=adapter)
+                passes["vllm-lora"] += timed
+                starts["vllm-lora"].append(start_s)
         for other in filter(None, args.fingerprint_backends.split(",")):
             fingerprints[other] = backend_fingerprint(other, model, adapter)
 
-    figures = {way: speed_figures(timed) for way, timed in passes.items()}
+    figures = {way: speed_figures(timed) | ({"start_s": [round(x, 1) for x in starts[way]]} if way in starts else {})
+               for way, timed in passes.items()}
     speed = {way: f["tokens_per_s"] for way, f in figures.items()}
     raw = {way: s for way, s in speed.items() if way != "pipeline"}
     best_way = max(raw, key=raw.get) if raw else None
