@@ -170,10 +170,11 @@ class VllmInProcessSampler(Sampler):
         )
         prompts = [TokensPrompt(prompt_token_ids=list(sequence.token_ids)) for sequence in sequences]
         request = self._lora_request()
-        # With an adapter on the LoRA path, one request per call: vLLM's CPU LoRA kernels fail on prompt
-        # log-probs of a batch of several requests (bgmv_shrink: "subscript b has size 4 ... previously
-        # seen size 160"). Otherwise one call for all: each call costs the engine a round trip.
-        calls = [[prompt] for prompt in prompts] if request is not None else [prompts]
+        # On an engine with LoRA enabled (base model or adapter), one request per call: vLLM's CPU LoRA
+        # kernels fail on prompt log-probs of a batch of several requests (bgmv_shrink: "subscript b has
+        # size 4 ... previously seen size 160"). Otherwise one call for all: each costs a round trip.
+        lora_kernels = {**self._engine_options(), **self.config.engine_args}.get("enable_lora", False)
+        calls = [[prompt] for prompt in prompts] if lora_kernels else [prompts]
         outputs = [output for call in calls
                    for output in self._engine().generate(call, params, use_tqdm=False, lora_request=request)]
         scores = []
