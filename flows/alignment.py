@@ -115,6 +115,7 @@ def run_here(config: str, rounds: int | None = None, run: str | None = None) -> 
     """
     from prefect.server.api.server import SubprocessASGIServer
 
+    show_progress()  # the engine's start is logged before the flow run, which would set this, begins
     settings = load_config(Path(config), {"rounds": rounds} if rounds is not None else None)
     # Before the engine starts: a killed run's engine would share the cores with it.
     for leftover in guard_store_children(settings.storage.db):

@@ -28,6 +28,9 @@ def _prefect_settings() -> None:
     # It is ready in about 10 s on 2 idle cores; Prefect's default of 20 s ran out on busy ones
     # and the run failed before its first step.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # `online-cut run` starts its engine before its flow run exists (flows/alignment.py run_here): those
+    # lines are printed; Prefect would warn once per logger that it cannot send them to the UI.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def _checked(config: Path) -> None:
