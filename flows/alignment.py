@@ -105,7 +105,6 @@ def online_cut(config: str = "configs/quickstart.yaml", rounds: int | None = Non
     return run
 
 
-
 def run_here(config: str, rounds: int | None = None, run: str | None = None) -> str:
     """Run `online_cut` in this process (`online-cut run`) with round 1's two waits side by side.
 
