@@ -139,12 +139,13 @@ def vllm_turn(label: str, model: str, prompts, settings, passes: int, lora_path:
     from vllm.lora.request import LoRARequest
 
     from samplers.factory import resolve_dtype
+    from samplers.vllm_inprocess import platform_options
 
     options = {"enable_lora": True, "max_lora_rank": 16, "max_loras": 1} if lora_path else {}
     started = time.perf_counter()
     # eager as the pipeline's engine on a CPU (samplers/vllm_inprocess.py); vLLM's default on a GPU
     llm = LLM(model=model, dtype=resolve_dtype("auto", "vllm-merged"), max_model_len=MAX_MODEL_LEN,
-              kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30), **(eager_on_cpu() if eager else {}), **options)
+              kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30), **(platform_options() if eager else {}), **options)
     start_s = time.perf_counter() - started
     print(f"{label}: started in {start_s:.0f} s", flush=True)
     params = SamplingParams(temperature=0, max_tokens=settings.max_tokens)
@@ -158,12 +159,6 @@ def vllm_turn(label: str, model: str, prompts, settings, passes: int, lora_path:
         return timed_passes(label, generate, prompts, passes), start_s
     finally:
         llm.llm_engine.engine_core.shutdown()
-
-
-def eager_on_cpu() -> dict[str, bool]:
-    from vllm.platforms import current_platform
-
-    return {"enforce_eager": True} if current_platform.is_cpu() else {}
 
 
 def transformers_turn(model_dir: str, adapter: Path, prompts, settings, passes: int) -> list[Pass]:

@@ -220,7 +220,8 @@ def score_probe(model: Any, sequences: tuple[ProbeSequence, ...]) -> list[list[f
     import torch
 
     device = next(model.parameters()).device
-    shared = min(len(os.path.commonprefix([s.token_ids for s in sequences])), min(s.response_start for s in sequences) - 1)
+    common = len(os.path.commonprefix([s.token_ids for s in sequences]))
+    shared = min(common, min(s.response_start for s in sequences) - 1)  # every probe keeps a scored position
     rests = [s.token_ids[shared:] for s in sequences]
     width = max(map(len, rests))
     ids = torch.zeros(len(sequences), width, dtype=torch.long)

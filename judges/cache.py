@@ -83,7 +83,6 @@ class StoreJudgmentCache:
             tx.add_responses(responses)
             tx.add_judgments(judgments)
 
-
     def _stored_responses(self, items: Sequence[JudgeItem]) -> dict[tuple[str, str], str]:
         """(prompt id, text) → the first stored response with them, for the items given."""
         if not items:

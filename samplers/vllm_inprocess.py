@@ -52,6 +52,17 @@ def bind_all_cpus(engine_args: dict[str, Any]) -> None:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
 
 
+def platform_options() -> dict[str, Any]:
+    """On a CPU, eager mode: vllm-cpu otherwise compiles the model with inductor at every start. Measured here
+    (docs/cold-start.md): on an AVX2 machine compiled engines were ready in 76-131 s against 28 s eager and
+    sampled no faster; on one with AMX they start 47-59 s against 11-12 s (the compile cache fails to load)
+    and sample 26 % faster, paying back after some 170 s of sampling. `engine_args: {enforce_eager: false}`
+    compiles anyway."""
+    from vllm.platforms import current_platform
+
+    return {"enforce_eager": True} if current_platform.is_cpu() else {}
+
+
 class VllmInProcessSampler(Sampler):
     """What both in-process back-ends share: the engine's life, chat-templated generation."""
 
@@ -81,16 +92,6 @@ class VllmInProcessSampler(Sampler):
 
         return self.config.between_rounds == "sleep" and current_platform.is_sleep_mode_available()
 
-    def _platform_options(self) -> dict[str, Any]:
-        """On a CPU, eager mode. vllm-cpu otherwise compiles the model with inductor at every start;
-        measured on the shipped model here (bench/round.py, docs/cold-start.md): the engine was ready
-        in 131 s with an empty compile cache and 76 s with a warm one, against 28 s eager, and
-        sampled no faster (164-196 tok/s compiled, 191 eager). `engine_args: {enforce_eager: false}`
-        compiles anyway."""
-        from vllm.platforms import current_platform
-
-        return {"enforce_eager": True} if current_platform.is_cpu() else {}
-
     def _engine(self) -> Any:
         """The running engine: started on first use (or after `release`), woken after `sleep`."""
         if self._llm is None:
@@ -110,7 +111,7 @@ class VllmInProcessSampler(Sampler):
                 "max_model_len": self._max_model_len,
                 "enable_sleep_mode": self._sleep_mode(),
                 **memory,
-                **self._platform_options(),
+                **platform_options(),
                 **self._engine_options(),
                 **self.config.engine_args,
             }
@@ -173,7 +174,7 @@ class VllmInProcessSampler(Sampler):
         # On an engine with LoRA enabled (base model or adapter), one request per call: vLLM's CPU LoRA
         # kernels fail on prompt log-probs of a batch of several requests (bgmv_shrink: "subscript b has
         # size 4 ... previously seen size 160"). Otherwise one call for all: each costs a round trip.
-        lora_kernels = {**self._engine_options(), **self.config.engine_args}.get("enable_lora", False)
+        lora_kernels = self._engine().llm_engine.vllm_config.lora_config is not None
         calls = [[prompt] for prompt in prompts] if lora_kernels else [prompts]
         outputs = [output for call in calls
                    for output in self._engine().generate(call, params, use_tqdm=False, lora_request=request)]

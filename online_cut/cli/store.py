@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import typer
