@@ -5,7 +5,9 @@ PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 INSTALLED := $(VENV)/.installed
 export ONLINE_CUT_CACHE ?= $(CURDIR)/.cache/online-cut
-MODEL_DONE := $(ONLINE_CUT_CACHE)/models/smollm2-135m-instruct/.prepared
+# The prepared model folder carries the probe's log-probs (cut/fingerprint.py); `prepare` adds them to a folder
+# prepared before they were part of it.
+MODEL_DONE := $(ONLINE_CUT_CACHE)/models/smollm2-135m-instruct/probe-logprobs.json
 
 .PHONY: setup test test-unit test-faults test-slow demo stop screenshot constraints clean
 

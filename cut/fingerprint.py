@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 FINGERPRINT_FILE = "fingerprint.json"
+# A base model's folder may carry the probe's log-probs under its own weights in float32 (`online-cut model
+# prepare` writes them for the shipped model): a first round then scores the probe once, not twice.
+BASE_LOGPROBS_FILE = "probe-logprobs.json"
 
 PROBE_SYSTEM = (
     "You are a careful assistant taking part in a short consistency check. Read each question, "
@@ -248,14 +251,20 @@ def score_probe(model: Any, sequences: tuple[ProbeSequence, ...]) -> list[list[f
     return scores
 
 
-def adapter_fingerprint(model: Any, tokenizer: Any, parent: Fingerprint | None) -> Fingerprint:
+def adapter_fingerprint(model: Any, tokenizer: Any, parent: Fingerprint | None,
+                        base_dir: str | Path | None = None) -> Fingerprint:
     """The fingerprint of `model` (a PEFT model in float32, after training) continued from the adapter
     whose fingerprint is `parent` (None: a fresh LoRA on the base model, which is then the parent).
-    The base's log-probs come from `parent` where it holds them, so only a first round scores the
-    base (with the adapter disabled)."""
+    The base's log-probs come from `parent` where it holds them, else from the base model's folder
+    `base_dir` where it carries them for a float32 base, so only a first round may score the base
+    (with the adapter disabled)."""
+    import torch
+
     sequences = probe_sequences(tokenizer)
     same_probe = parent is not None and parent.sequences == sequences
     base = parent.base_logprobs if same_probe else None
+    if base is None and base_dir is not None and model.get_base_model().dtype == torch.float32:
+        base = stored_base_logprobs(base_dir, sequences)
     if base is None:
         with model.disable_adapter():
             base = _logprobs(model, sequences)
@@ -271,6 +280,25 @@ def parent_fingerprint(model: Any, tokenizer: Any) -> Fingerprint:
 
 def _logprobs(model: Any, sequences: tuple[ProbeSequence, ...]) -> LogProbs:
     return tuple(tuple(lp) for lp in score_probe(model, sequences))
+
+
+def write_base_logprobs(model: Any, tokenizer: Any, model_dir: Path) -> None:
+    """Write the probe's log-probs under `model` (a base model in float32) into its folder `model_dir`."""
+    sequences = probe_sequences(tokenizer)
+    path = Path(model_dir) / BASE_LOGPROBS_FILE
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(Fingerprint(sequences, _logprobs(model, sequences)).as_dict()))
+    partial.replace(path)  # a crash never leaves half a file for a round to read
+
+
+def stored_base_logprobs(model_dir: str | Path, sequences: tuple[ProbeSequence, ...]) -> LogProbs | None:
+    """The log-probs of `sequences` that the model folder `model_dir` carries; None where it carries none, or
+    another probe's (a tokenizer or probe changed since it was written)."""
+    path = Path(model_dir) / BASE_LOGPROBS_FILE
+    if not path.is_file():
+        return None
+    stored = Fingerprint.from_dict(json.loads(path.read_text()))
+    return stored.logprobs if stored.sequences == sequences else None
 
 
 def write_fingerprint(fingerprint: Fingerprint, adapter_dir: Path) -> None:

@@ -95,15 +95,17 @@ def check_replaceable(out_dir: Path) -> None:
         raise ValueError(f"{out_dir}: not empty and not an adapter folder; refusing to replace it")
 
 
-def save_adapter(model: PeftModel, out_dir: Path, tokenizer: PreTrainedTokenizerBase, parent: Fingerprint | None) -> None:
+def save_adapter(model: PeftModel, out_dir: Path, tokenizer: PreTrainedTokenizerBase, parent: Fingerprint | None,
+                 base_model: str) -> None:
     """Write the adapter folder, its fingerprint (`cut.fingerprint`, in float32, with the log-probs of
-    the adapter it continued, `parent`, None for a fresh one, and of the base) beside the weights,
-    whole or not at all: into a sibling, then renamed into place."""
+    the adapter it continued, `parent`, None for a fresh one, and of the base, read from the folder
+    `base_model` where it carries them) beside the weights, whole or not at all: into a sibling, then
+    renamed into place."""
     check_replaceable(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
-    write_fingerprint(adapter_fingerprint(model, tokenizer, parent), partial)
+    write_fingerprint(adapter_fingerprint(model, tokenizer, parent, base_model), partial)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     partial.rename(out_dir)
@@ -217,7 +219,7 @@ def train(
     visited = [units[i] for i in sorted(first_visit)]
     flagged = flagged_tokens(first_scores, visited, tokenizer)
     if accelerator.is_main_process:
-        save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer, parent)
+        save_adapter(accelerator.unwrap_model(model), out_dir, tokenizer, parent, base_model)
     return TrainResult(out_dir, metrics, flagged, first_scores, rows, dropped, accelerator.is_main_process,
                        trained_pairs, detection(first_scores, visited), accelerator.num_processes,
                        accelerator.process_index)

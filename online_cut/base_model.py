@@ -65,15 +65,18 @@ def is_prepared(model_dir: Path) -> bool:
 
 
 def prepare_from_gguf(gguf_path: Path, out_dir: Path, *, force: bool = False) -> Path:
-    """Convert a GGUF checkpoint into a Hugging Face folder at `out_dir` (float32 weights).
+    """Convert a GGUF checkpoint into a Hugging Face folder at `out_dir` (float32 weights, and the adapter
+    check's probe scored under them: `cut.fingerprint.BASE_LOGPROBS_FILE`).
 
     Idempotent: a complete folder is returned untouched unless `force`. The folder is built
     beside its destination and renamed into place, so a crash never leaves a half-written model.
     """
     if is_prepared(out_dir) and not force:
-        return out_dir
+        return _with_base_logprobs(out_dir)
     check_gguf(gguf_path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cut.fingerprint import write_base_logprobs
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -94,6 +97,7 @@ def prepare_from_gguf(gguf_path: Path, out_dir: Path, *, force: bool = False) ->
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        write_base_logprobs(model, tokenizer, staging)  # what a first round's adapter check compares with
         (staging / PREPARED_MARKER).write_text(json.dumps({"source": str(gguf_path)}) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -103,9 +107,22 @@ def prepare_from_gguf(gguf_path: Path, out_dir: Path, *, force: bool = False) ->
     return out_dir
 
 
+def _with_base_logprobs(model_dir: Path) -> Path:
+    """The prepared folder `model_dir`, given the probe's log-probs where it was prepared before folders carried them."""
+    from cut.fingerprint import BASE_LOGPROBS_FILE, write_base_logprobs
+
+    if not (model_dir / BASE_LOGPROBS_FILE).is_file():
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        write_base_logprobs(model, AutoTokenizer.from_pretrained(model_dir), model_dir)
+    return model_dir
+
+
 def prepare_shipped_model(cache_dir: Path | None = None, *, force: bool = False) -> Path:
     """The shipped SmolLM2-135M-Instruct as a Hugging Face folder, converted on first use."""
     out_dir = shipped_model_dir(cache_dir)
     if is_prepared(out_dir) and not force:
-        return out_dir
+        return _with_base_logprobs(out_dir)
     return prepare_from_gguf(shipped_gguf_path(), out_dir, force=force)

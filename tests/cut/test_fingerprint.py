@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from cut.config import CutConfig
 from cut.data import Triple
 from cut.fingerprint import (
+    BASE_LOGPROBS_FILE,
     NOISE_MULTIPLE,
     SEPARABLE_Z,
     Fingerprint,
@@ -19,6 +21,8 @@ from cut.fingerprint import (
     probe_sequences,
     read_fingerprint,
     score_probe,
+    stored_base_logprobs,
+    write_base_logprobs,
 )
 from cut.trainer import train
 
@@ -144,3 +148,45 @@ def test_the_probe_scored_once_for_its_shared_prefix_equals_each_sequence_scored
     shared = score_probe(model, sequences)
     assert [len(s) for s in shared] == [len(s) for s in alone]
     assert max(abs(a - b) for x, y in zip(shared, alone) for a, b in zip(x, y)) < 1e-4
+
+
+def test_a_first_round_takes_the_base_log_probs_from_a_folder_that_carries_them(tiny_model, tmp_path) -> None:
+    """The log-probs `write_base_logprobs` stores are those a first round scores, and a first round whose
+    base folder carries them reads them instead of scoring the base (here: stored ones moved by 0.5)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    triples = [Triple("Add 2 and 3.", "", "5", None), Triple("Add 4 and 4.", "", "9", "Wrong: 4 + 4 = 8.")]
+    config = CutConfig(micro_batch_size=2, positive_ratio=None, learning_rate=1e-2)
+    scored = read_fingerprint(train(config, str(tiny_model), triples, tmp_path / "scored", progress=False).adapter_dir)
+    carrying = shutil.copytree(tiny_model, tmp_path / "base")
+    write_base_logprobs(AutoModelForCausalLM.from_pretrained(carrying, dtype=torch.float32),
+                        AutoTokenizer.from_pretrained(carrying), carrying)
+    stored = stored_base_logprobs(carrying, scored.sequences)
+    assert max(abs(a - b) for x, y in zip(stored, scored.base_logprobs) for a, b in zip(x, y)) < 1e-6
+
+    moved = tuple(tuple(value - 0.5 for value in probe) for probe in stored)
+    (carrying / BASE_LOGPROBS_FILE).write_text(json.dumps(Fingerprint(scored.sequences, moved).as_dict()))
+    read = read_fingerprint(train(config, str(carrying), triples, tmp_path / "read", progress=False).adapter_dir)
+    assert read.base_logprobs == read.parent_logprobs == moved
+
+
+@pytest.mark.parametrize("case", ["another probe", "a bfloat16 base"])
+def test_stored_base_log_probs_of_another_probe_or_for_a_bfloat16_base_are_not_used(tiny_model, tmp_path,
+                                                                                    case) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    carrying = shutil.copytree(tiny_model, tmp_path / "base")
+    sequences = probe_sequences(AutoTokenizer.from_pretrained(carrying))
+    if case == "another probe":
+        sequences = tuple(ProbeSequence(s.token_ids[:-1] + (s.token_ids[-1] + 1,), s.response_start) for s in sequences)
+    moved = tuple(tuple(-5.0 for _ in s.response_ids) for s in sequences)
+    (carrying / BASE_LOGPROBS_FILE).write_text(json.dumps(Fingerprint(sequences, moved).as_dict()))
+    triples = [Triple("Add 2 and 3.", "", "5", None), Triple("Add 4 and 4.", "", "9", "Wrong: 4 + 4 = 8.")]
+    config = CutConfig(micro_batch_size=2, positive_ratio=None, precision="bfloat16" if "bfloat16" in case else "float32")
+    fingerprint = read_fingerprint(train(config, str(carrying), triples, tmp_path / "round-1", progress=False).adapter_dir)
+    assert all(value != -5.0 for probe in fingerprint.base_logprobs for value in probe)

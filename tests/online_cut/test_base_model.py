@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cut.fingerprint import BASE_LOGPROBS_FILE, probe_sequences, score_probe, stored_base_logprobs
 from online_cut.base_model import (
+    PREPARED_MARKER,
     ModelPrepareError,
     is_prepared,
     prepare_from_gguf,
@@ -52,7 +54,24 @@ def test_prepare_is_idempotent(shipped_model: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == shipped_model
     assert (shipped_model / "model.safetensors").stat().st_mtime_ns == before
-    assert is_prepared(shipped_model)
+    assert is_prepared(shipped_model) and (shipped_model / BASE_LOGPROBS_FILE).is_file()
+
+
+def test_prepare_gives_a_folder_prepared_before_them_the_probes_base_log_probs(tiny_model: Path, tmp_path: Path) -> None:
+    """What a first round reads instead of scoring the base (cut/fingerprint.py), equal to its own scores."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = shutil.copytree(tiny_model, tmp_path / "prepared-before")
+    (folder / PREPARED_MARKER).write_text("{}\n")
+    assert prepare_from_gguf(tmp_path / "not-read.gguf", folder) == folder
+    sequences = probe_sequences(AutoTokenizer.from_pretrained(folder))
+    scored = score_probe(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), sequences)
+    stored = stored_base_logprobs(folder, sequences)
+    assert [len(probe) for probe in stored] == [len(probe) for probe in scored]
+    assert max(abs(a - b) for x, y in zip(stored, scored) for a, b in zip(x, y)) < 1e-6
 
 
 def test_transformers_answers_a_chat_question(shipped_model: Path) -> None:
