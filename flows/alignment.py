@@ -112,8 +112,8 @@ def freeze_loaded_objects() -> None:
     that live as long as the process) from later garbage collections. Each full collection scanned them
     all again: a third of a second on 2 CPU cores, once or twice a round, one of them inside the train
     step. The vLLM engine's own process does the same once it has started. Not collected first (another
-    third of a second before the first sample): the garbage frozen with them is what the last full
-    collection left, a few thousand objects, once."""
+    third of a second before the first sample): what became garbage since the last full collection, a
+    few thousand objects, is frozen with them, once."""
     gc.freeze()
 
 
