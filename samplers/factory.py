@@ -42,7 +42,10 @@ def resolve_dtype(dtype: str, backend: str) -> str:
     """`auto`: bfloat16 where the device computes it natively (float16 on older GPUs), else float32.
 
     CPUs without AVX-512 BF16 or AMX emulate bfloat16: vLLM ran about 6x slower in bfloat16
-    than in float32 on this project's AVX2 machine. transformers on CPU always gets float32.
+    than in float32 on this project's AVX2 machine. transformers on CPU always gets float32, and so
+    does vllm-merged: rounding the merged weights to bfloat16 ate part of a round's change, and the
+    adapter check rejected the right adapter of a fresh `make demo` on an AMX machine
+    (docs/adapter-check.md).
     """
     import torch
 
@@ -52,7 +55,7 @@ def resolve_dtype(dtype: str, backend: str) -> str:
         # With emulation counted, torch says yes on T4 and V100 cards, where vLLM refuses bfloat16.
         return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
     native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bfloat16" if native_bf16 and backend != "transformers" else "float32"
+    return "bfloat16" if native_bf16 and backend not in ("transformers", "vllm-merged") else "float32"
 
 
 def open_sampler(

@@ -121,6 +121,21 @@ def test_data_parallel_engine_args_are_refused_in_process_with_the_way_that_work
         parse_config({"sampler": {"engine_args": {"data_parallel_size": 2}}}, "gpu.yaml")
 
 
+@pytest.mark.parametrize(("backend", "dtype"), [("vllm-lora", "bfloat16"), ("vllm-merged", "float32"),
+                                              ("transformers", "float32")])
+def test_auto_dtype_on_a_cpu_with_bfloat16_keeps_merged_weights_in_float32(monkeypatch, backend, dtype) -> None:
+    """Merged weights rounded to bfloat16 lose part of a round's change, and the adapter check rejected the right
+    adapter of a `make demo` on an AMX machine (docs/adapter-check.md)."""
+    import torch
+
+    from samplers.factory import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_dtype("auto", backend) == dtype
+    assert resolve_dtype("bfloat16", "vllm-merged") == "bfloat16"  # asked for, not `auto`
+
+
 @pytest.mark.parametrize(("native", "dtype"), [(True, "bfloat16"), (False, "float16")])
 def test_auto_dtype_on_a_gpu_takes_bfloat16_only_where_the_card_computes_it(monkeypatch, native, dtype) -> None:
     """Issue 40: torch counts emulated bfloat16 (T4, V100), which vLLM refuses below compute capability 8.0."""
